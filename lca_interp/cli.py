@@ -1,0 +1,121 @@
+"""`lca-interp`: a thin command line over the library.
+
+Each subcommand parses its flags, builds the library's config objects (which validate themselves:
+one source of truth for what is allowed) and calls the API. Heavy imports happen inside the
+subcommands so `lca-interp --help` is instant. Bad input ends with one sentence on stderr and
+exit status 2, and no partial output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+def _add_task_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--m", type=int, required=required, help="binary latents; V = 2^m tokens")
+    parser.add_argument("--context-len", type=int, required=required, help="tokens per context (L)")
+    parser.add_argument("--omega", type=float, default=0.5, help="weight of π in the context law")
+    parser.add_argument("--beta", type=float, default=1.0, help="temperature of π")
+    parser.add_argument(
+        "--neighbourhood", choices=["all", "hamming1", "cluster1", "cluster2"], default="all"
+    )
+
+
+def _add_train_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    parser.add_argument("--d-model", type=int, default=defaults.get("d_model"), required="d_model" not in defaults)
+    parser.add_argument("--freeze-wv", action="store_true", help="freeze W_V at the identity")
+    parser.add_argument("--freeze-embed", action="store_true", help="freeze W_E at its Gaussian init")
+    parser.add_argument("--steps", type=int, default=defaults.get("steps", 2000))
+    parser.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 256))
+    parser.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--eval-samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0, help="seeds both the init and the data")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lca-interp", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train an LCA toy and write model, config, metrics")
+    _add_task_flags(train, required=True)
+    _add_train_flags(train, {})
+    train.set_defaults(run=_run_train)
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default setting")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _configs(args: argparse.Namespace, m: int, context_len: int):
+    from lca_interp.task import LCATask
+    from lca_interp.toy import ToyConfig
+    from lca_interp.train import TrainConfig
+
+    task = LCATask(
+        m=m, omega=args.omega, beta=args.beta, context_len=context_len, neighbourhood=args.neighbourhood
+    )
+    toy = ToyConfig(
+        d_vocab=task.vocab_size,
+        d_model=args.d_model,
+        n_ctx=context_len,
+        freeze_wv=args.freeze_wv,
+        freeze_embed=args.freeze_embed,
+        seed=args.seed,
+    )
+    train = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        eval_every=max(1, args.steps // 20),
+        eval_samples=args.eval_samples,
+        checkpoint_every=max(1, args.steps // 4),
+        seed=args.seed,
+    )
+    return task, toy, train
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from lca_interp.report import training_figure
+    from lca_interp.artifacts import save_figure
+    from lca_interp.train import train
+
+    task, toy, config = _configs(args, args.m, args.context_len)
+    result = train(task, toy, config, out_dir=args.out)
+    save_figure(args.out / "training.png", training_figure(
+        result.history, result.metrics["bayes_accuracy"], f"m={task.m}, L={task.context_len}, d={toy.d_model}"
+    ))
+    metrics = result.metrics
+    print(
+        f"accuracy {metrics['accuracy']:.4f} (Bayes ceiling {metrics['bayes_accuracy']:.4f}) "
+        f"after {metrics['steps']} steps in {metrics['train_seconds']:.0f} s → {args.out}"
+    )
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from lca_interp.demo import run_demo
+
+    summary = run_demo(args.out, steps=args.steps)
+    for line in summary["lines"]:
+        print(line)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lca-interp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The latent concept association (LCA) task of Jiang et al. (2024), with its exact likelihood.
+
+Context
+-------
+A concept is a vector of m binary latent variables z ∈ {0,1}^m. Each of the V = 2^m vectors is a
+token, ι(z) = the integer whose binary digits are z, with z_1 the most significant bit (so the
+cluster {z : z_1 = 0} is the contiguous token range [0, V/2), which keeps heat maps readable).
+
+Given the output z*, a context is drawn as
+
+    t_1 .. t_{L-1}  ~  p(· | z*) = ω · π(· | z*) + (1 - ω) · Uniform(all V tokens)
+    t_L             ~  π(· | z*),        π(z | z*) ∝ exp(-D_H(z, z*) / β) on N(z*), 0 elsewhere
+
+and the label is y = ι(z*). D_H is the Hamming distance, N(z*) ⊆ Z∖{z*} the neighbourhood.
+
+Invariant
+---------
+Because the distribution is known exactly, so is the best any model can do: with a uniform prior
+over z*, the Bayes-optimal predictor is argmax_y log p(x | y), and its expected accuracy is the
+ceiling reported beside every model accuracy in this package. Ties are credited fractionally
+(1/|argmax set|), which is the accuracy of the Bayes rule with random tie-breaking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+NeighbourhoodName = Literal["all", "hamming1", "cluster1", "cluster2"]
+NEIGHBOURHOODS: tuple[str, ...] = ("all", "hamming1", "cluster1", "cluster2")
+
+# V x V float64 matrices: m = 12 gives V = 4096 and 128 MiB per matrix; m = 13 would need 512 MiB
+# for each of the half-dozen matrices a task holds.
+MAX_M = 12
+# Log-likelihoods are sums of at most L float64 terms; candidates closer than this are ties.
+TIE_TOLERANCE = 1e-9
+
+
+def as_generator(seed: int | torch.Generator) -> torch.Generator:
+    """A CPU generator from a seed, or the generator itself (so callers can continue a stream)."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator().manual_seed(int(seed))
+
+
+def latent_bits(m: int) -> Int[Tensor, "V m"]:
+    """Row t is z = ι⁻¹(t): the m binary latents of token t, most significant bit first."""
+    tokens = torch.arange(2**m)
+    shifts = torch.arange(m - 1, -1, -1)
+    return (tokens[:, None] >> shifts[None, :]) & 1
+
+
+def token_label(token: int, m: int) -> str:
+    """A token as its id and latent bits, e.g. 37 -> "37:00100101" for m = 8."""
+    return f"{token}:{token:0{m}b}"
+
+
+def hamming_distances(m: int) -> Int[Tensor, "V V"]:
+    """D_H(t, t') for every pair of tokens: popcount of t XOR t'."""
+    bits = latent_bits(m)
+    return (bits[:, None, :] != bits[None, :, :]).sum(-1)
+
+
+def neighbourhood_mask(m: int, name: str) -> Bool[Tensor, "V V"]:
+    """N as a boolean matrix: row z* marks the tokens z ∈ N(z*). The diagonal is always False."""
+    bits = latent_bits(m)
+    distances = hamming_distances(m)
+    not_self = ~torch.eye(2**m, dtype=torch.bool)
+    if name == "all":
+        return not_self
+    if name == "hamming1":
+        return distances == 1
+    if name in ("cluster1", "cluster2"):
+        n_shared = 1 if name == "cluster1" else 2
+        if m < n_shared:
+            raise ValueError(f"neighbourhood {name!r} needs m ≥ {n_shared}, got m = {m}.")
+        prefix = bits[:, :n_shared]
+        same_cluster = (prefix[:, None, :] == prefix[None, :, :]).all(-1)
+        return same_cluster & not_self
+    raise ValueError(
+        f"unknown neighbourhood {name!r}; use one of {', '.join(NEIGHBOURHOODS)} or pass a "
+        "boolean V×V mask."
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LCATask:
+    """One LCA distribution: parameters plus the exact matrices they define.
+
+    Args:
+        m: number of binary latents; the vocabulary has V = 2^m tokens.
+        omega: weight ω ∈ [0, 1] of π in the context distribution p.
+        beta: temperature β > 0 of π(z | z*) ∝ exp(-D_H(z, z*) / β).
+        context_len: L ≥ 1 tokens per sample; the last one is drawn from π.
+        neighbourhood: "all" (all but z*), "hamming1", "cluster1" (same z_1), "cluster2" (same
+            z_1, z_2), or a boolean V×V mask whose row z* marks N(z*).
+    """
+
+    m: int
+    omega: float = 0.5
+    beta: float = 1.0
+    context_len: int = 64
+    neighbourhood: Union[str, Tensor] = "all"
+    # Derived matrices, filled in __post_init__ (frozen dataclass, so set via object.__setattr__).
+    mask: Bool[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+    pi: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+    p: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.m, bool) or not isinstance(self.m, int) or not 1 <= self.m <= MAX_M:
+            raise ValueError(
+                f"m must be an integer from 1 to {MAX_M} (V = 2^m tokens, V×V matrices held in "
+                f"memory), got {self.m!r}."
+            )
+        if not (isinstance(self.omega, (int, float)) and 0.0 <= self.omega <= 1.0):
+            raise ValueError(f"omega must lie in [0, 1], got {self.omega!r}.")
+        if not (isinstance(self.beta, (int, float)) and self.beta > 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a positive finite number, got {self.beta!r}.")
+        if isinstance(self.context_len, bool) or not isinstance(self.context_len, int):
+            raise ValueError(f"context_len must be an integer ≥ 1, got {self.context_len!r}.")
+        if self.context_len < 1:
+            raise ValueError(f"context_len must be ≥ 1, got {self.context_len}.")
+
+        mask = self._resolve_mask()
+        empty = (~mask.any(dim=1)).nonzero().flatten()
+        if len(empty) > 0:
+            raise ValueError(
+                f"the neighbourhood of z* = {int(empty[0])} is empty ({len(empty)} outputs have "
+                "none), so its last token cannot be drawn from π; choose a larger neighbourhood."
+            )
+        weights = torch.exp(-hamming_distances(self.m).double() / self.beta) * mask
+        pi = weights / weights.sum(dim=1, keepdim=True)
+        p = self.omega * pi + (1.0 - self.omega) / self.vocab_size
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "pi", pi)
+        object.__setattr__(self, "p", p)
+
+    def _resolve_mask(self) -> Bool[Tensor, "V V"]:
+        if isinstance(self.neighbourhood, str):
+            return neighbourhood_mask(self.m, self.neighbourhood)
+        mask = torch.as_tensor(self.neighbourhood)
+        V = self.vocab_size
+        if mask.dtype != torch.bool or mask.shape != (V, V):
+            raise ValueError(
+                f"a neighbourhood mask must be a boolean tensor of shape ({V}, {V}), got "
+                f"{mask.dtype} of shape {tuple(mask.shape)}."
+            )
+        if mask.diagonal().any():
+            raise ValueError("a neighbourhood mask must not contain z* itself (diagonal must be False).")
+        return mask.clone()
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def vocab_size(self) -> int:
+        return 2**self.m
+
+    @property
+    def neighbourhood_name(self) -> str:
+        return self.neighbourhood if isinstance(self.neighbourhood, str) else "custom"
+
+    def to_dict(self) -> dict:
+        """JSON-ready parameters; a custom mask is stored as each z*'s list of neighbours."""
+        if isinstance(self.neighbourhood, str):
+            neighbourhood: str | list[list[int]] = self.neighbourhood
+        else:
+            neighbourhood = [row.nonzero().flatten().tolist() for row in self.mask]
+        return {
+            "m": self.m,
+            "omega": self.omega,
+            "beta": self.beta,
+            "context_len": self.context_len,
+            "neighbourhood": neighbourhood,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LCATask":
+        known = {"m", "omega", "beta", "context_len", "neighbourhood"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown LCA task fields {sorted(unknown)}; expected {sorted(known)}.")
+        neighbourhood = data.get("neighbourhood", "all")
+        if isinstance(neighbourhood, list):
+            V = 2 ** data["m"]
+            mask = torch.zeros(V, V, dtype=torch.bool)
+            for z_star, neighbours in enumerate(neighbourhood):
+                mask[z_star, neighbours] = True
+            neighbourhood = mask
+        return cls(**{**data, "neighbourhood": neighbourhood})
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(
+        self, batch_size: int, seed: int | torch.Generator
+    ) -> tuple[Int[Tensor, "batch L"], Int[Tensor, "batch"]]:
+        """Draw `batch_size` contexts x and their labels y = ι(z*), vectorized.
+
+        Inverse-CDF sampling in float64; each CDF row is normalised so its last entry is exactly 1,
+        and uniforms lie in [0, 1), so a zero-probability token can never be returned.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+        gen = as_generator(seed)
+        V, L = self.vocab_size, self.context_len
+        y = torch.randint(V, (batch_size,), generator=gen)
+        u_context = torch.rand(batch_size, L - 1, generator=gen, dtype=torch.float64)
+        u_last = torch.rand(batch_size, 1, generator=gen, dtype=torch.float64)
+        context = _inverse_cdf(self.p[y], u_context)
+        last = _inverse_cdf(self.pi[y], u_last)
+        return torch.cat([context, last], dim=1), y
+
+    # ------------------------------------------------------------------ exact inference
+
+    def log_likelihood(self, x: Int[Tensor, "batch L"]) -> Float[Tensor, "batch V"]:
+        """log p(x | y) for every candidate y (float64; -inf where x is impossible under y)."""
+        if x.ndim != 2 or x.shape[1] != self.context_len:
+            raise ValueError(
+                f"x must have shape [batch, {self.context_len}], got {tuple(x.shape)}."
+            )
+        if x.numel() and (x.min() < 0 or x.max() >= self.vocab_size):
+            raise ValueError(f"tokens must lie in [0, {self.vocab_size}), got {x.min()}..{x.max()}.")
+        V = self.vocab_size
+        # Context tokens are exchangeable, so log p(t_1..t_{L-1} | y) = Σ_t count(t) · log p(t | y).
+        counts = torch.zeros(x.shape[0], V, dtype=torch.float64)
+        counts.scatter_add_(1, x[:, :-1], torch.ones_like(x[:, :-1], dtype=torch.float64))
+        impossible = self.p == 0
+        log_p = torch.log(self.p.masked_fill(impossible, 1.0))  # finite stand-in, masked below
+        context_ll = counts @ log_p.T  # [batch, V(y)]
+        context_ll = context_ll.masked_fill((counts @ impossible.double().T) > 0, -math.inf)
+        last_ll = torch.log(self.pi.T[x[:, -1]])  # [batch, V(y)]: log π(t_L | y)
+        return context_ll + last_ll
+
+    def posterior(self, x: Int[Tensor, "batch L"]) -> Float[Tensor, "batch V"]:
+        """P(y | x) under the uniform prior."""
+        return torch.softmax(self.log_likelihood(x), dim=-1)
+
+    def bayes_predict(self, x: Int[Tensor, "batch L"]) -> Int[Tensor, "batch"]:
+        """argmax_y log p(x | y) (lowest token among ties)."""
+        return self.log_likelihood(x).argmax(dim=-1)
+
+    def bayes_accuracy(self, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"]) -> float:
+        """Expected accuracy of the Bayes rule on (x, y), ties broken uniformly at random."""
+        ll = self.log_likelihood(x)
+        best = ll.max(dim=-1, keepdim=True).values
+        is_best = ll >= best - TIE_TOLERANCE
+        hit = is_best.gather(1, y[:, None]).squeeze(1).double()
+        return float((hit / is_best.sum(dim=-1)).mean())
+
+
+def _inverse_cdf(
+    probs: Float[Tensor, "batch V"], uniforms: Float[Tensor, "batch n"]
+) -> Int[Tensor, "batch n"]:
+    cdf = probs.cumsum(dim=-1)
+    cdf = cdf / cdf[:, -1:]
+    return torch.searchsorted(cdf, uniforms, right=True)

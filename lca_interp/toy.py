@@ -1,0 +1,195 @@
+"""The one-layer LCA toy of Jiang et al. (2024) as a TransformerLens `HookedTransformer`.
+
+Context
+-------
+The paper's model is
+
+    f(x) = [W_Eᵀ W_V attn(W_E χ(x))]_{:, L},    attn(U) = U σ((W_K U)ᵀ (W_Q U) / √d)
+
+one layer, one head, no residual stream, no normalisation, no positional embedding, and tied
+embeddings (the unembedding is W_Eᵀ). Making it a `HookedTransformer` with TL's own `Attention`
+component means every probe written for GPT-2 or Gemma (hook names, `run_with_cache`,
+`model.OV`, `model.W_E`) runs on it unchanged; that is the point of this package.
+
+Conventions
+-----------
+TransformerLens multiplies row vectors on the right, the paper column vectors on the left, so the
+stored matrices are the paper's transposes: `model.W_E` [V, d] has token t's embedding as row t,
+`W_V` [1, 1, d, d] equals W_V(paper)ᵀ, and the score of key j for query i is
+u_j W_K (u_i W_Q)ᵀ = u_jᵀ W_K(paper)ᵀ W_Q(paper) u_i. W_O is a constant identity buffer and all
+biases are constant zero buffers, so `model.OV` is exactly W_V and no optimizer ever sees them.
+Attention is bidirectional (σ normalises over all L keys), matching the formula for every column.
+
+`forward(tokens, last_position_only=True)` computes the query at the last position only and
+returns logits [batch, V]; training and evaluation use it, since the loss lives there. Hook
+points fire as usual, with query-position dimension 1 for `hook_q`, `hook_pattern`, `hook_z`,
+`hook_attn_out` and `hook_resid_post`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.components import Attention, Embed
+from transformer_lens.hook_points import HookPoint
+
+from lca_interp.task import as_generator
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything needed to rebuild a toy: sizes, what is frozen, and the init seed.
+
+    `n_ctx` is recorded for provenance only: without positional embeddings any length works.
+    """
+
+    d_vocab: int
+    d_model: int
+    n_ctx: int
+    freeze_wv: bool = False
+    freeze_embed: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d_vocab", "d_model", "n_ctx"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ToyConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown toy config fields {sorted(unknown)}.")
+        return cls(**data)
+
+
+class TiedUnembed(nn.Module):
+    """Unembedding that reads W_U = W_Eᵀ from the embedding: one parameter, shared storage."""
+
+    def __init__(self, embed: Embed):
+        super().__init__()
+        # Bypass nn.Module registration: the embedding is already a submodule of the model, and
+        # registering it twice would put W_E into the state dict twice.
+        object.__setattr__(self, "_embed", embed)
+        self.register_buffer("b_U", torch.zeros(embed.cfg.d_vocab), persistent=False)
+        self.hook_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_out = HookPoint()  # [batch, pos, d_vocab]
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self._embed.W_E.T
+
+    def forward(self, residual: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+        return self.hook_out(self.hook_in(residual) @ self.W_U)
+
+
+class ToyBlock(nn.Module):
+    """Attention only, and the output replaces the stream: resid_post = attn_out."""
+
+    def __init__(self, cfg: HookedTransformerConfig):
+        super().__init__()
+        self.attn = Attention(cfg, "global", 0)
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, query_pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, query_pos, d_model]
+
+    def forward(
+        self, resid_pre: Float[Tensor, "batch pos d_model"], last_position_only: bool
+    ) -> Float[Tensor, "batch query_pos d_model"]:
+        resid_pre = self.hook_resid_pre(resid_pre)
+        query_input = resid_pre[:, -1:] if last_position_only else resid_pre
+        attn_out = self.hook_attn_out(self.attn(query_input, resid_pre, resid_pre))
+        return self.hook_resid_post(attn_out)
+
+
+class LCAToy(HookedTransformer):
+    """f(x) of the LCA paper with TL hook names. See the module docstring for conventions."""
+
+    def __init__(self, cfg: ToyConfig):
+        tl_cfg = HookedTransformerConfig(
+            n_layers=1,
+            n_heads=1,
+            d_model=cfg.d_model,
+            d_head=cfg.d_model,
+            d_vocab=cfg.d_vocab,
+            n_ctx=cfg.n_ctx,
+            attn_only=True,
+            normalization_type=None,
+            attention_dir="bidirectional",
+            default_prepend_bos=False,
+            init_weights=False,
+            device="cpu",
+            model_name="lca-toy",
+        )
+        with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of 4.x
+            warnings.simplefilter("ignore", DeprecationWarning)
+            super().__init__(tl_cfg, move_to_device=False)
+        self.toy_cfg = cfg
+        del self.pos_embed, self.hook_pos_embed
+        self.blocks = nn.ModuleList([ToyBlock(tl_cfg)])
+        self.unembed = TiedUnembed(self.embed)
+        self._make_constant(self.blocks[0].attn)
+        self._init_weights(cfg)
+        self.setup()  # re-index hook points after swapping modules
+
+    @staticmethod
+    def _make_constant(attn: Attention) -> None:
+        """W_O = I and zero biases, as buffers: part of the computation, never trained or saved."""
+        d = attn.cfg.d_model
+        constants = {
+            "W_O": torch.eye(d)[None],
+            "b_Q": torch.zeros(1, d),
+            "b_K": torch.zeros(1, d),
+            "b_V": torch.zeros(1, d),
+            "b_O": torch.zeros(d),
+        }
+        for name, value in constants.items():
+            delattr(attn, name)
+            attn.register_buffer(name, value, persistent=False)
+
+    def _init_weights(self, cfg: ToyConfig) -> None:
+        """N(0, 1/d) for W_E, W_Q, W_K, W_V (embeddings of norm ≈ 1); W_V = I when frozen."""
+        gen = as_generator(cfg.seed)
+        std = cfg.d_model**-0.5
+        attn = self.blocks[0].attn
+        with torch.no_grad():
+            for param in (self.embed.W_E, attn.W_Q, attn.W_K, attn.W_V):
+                param.copy_(torch.randn(param.shape, generator=gen) * std)
+            if cfg.freeze_wv:
+                attn.W_V.copy_(torch.eye(cfg.d_model)[None])
+        attn.W_V.requires_grad_(not cfg.freeze_wv)
+        self.embed.W_E.requires_grad_(not cfg.freeze_embed)
+
+    def forward(  # type: ignore[override]
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        return_type: Optional[str] = "logits",
+        last_position_only: bool = False,
+    ) -> Optional[Float[Tensor, "batch *pos d_vocab"]]:
+        """Logits [batch, pos, V], or [batch, V] with `last_position_only` (the query at L only)."""
+        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.ndim != 2:
+            raise ValueError(
+                "the LCA toy takes token ids as an integer tensor [batch, pos]; it has no tokenizer."
+            )
+        if return_type not in ("logits", None):
+            raise ValueError(f"return_type must be 'logits' or None for the LCA toy, got {return_type!r}.")
+        resid = self.hook_embed(self.embed(tokens))
+        resid = self.blocks[0](resid, last_position_only)
+        logits = self.unembed(resid)
+        if return_type is None:
+            return None
+        return logits[:, -1] if last_position_only else logits
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
