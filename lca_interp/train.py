@@ -134,9 +134,10 @@ def train(
     )
     start_step, history = 0, []
     checkpoint = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None else None
-    # The step count may grow on resume; everything else must match the checkpoint's run.
+    # The schedule (steps, evaluation, checkpoints) may change on resume; nothing else may.
     settings = {**run_config(task, toy_config, config), "versions": None}
-    settings["train"] = {**settings["train"], "steps": None}
+    schedule = {"steps": None, "eval_every": None, "checkpoint_every": None}
+    settings["train"] = {**settings["train"], **schedule}
     if checkpoint is not None and checkpoint.exists():
         start_step, history = _load_checkpoint(
             checkpoint, model, optimizer, trainable, config, settings
@@ -165,7 +166,8 @@ def train(
                 {"step": done, "train_loss": loss.item(), "loss": eval_loss, "accuracy": accuracy}
             )
             bar.set_postfix(loss=f"{eval_loss:.3f}", acc=f"{accuracy:.3f}", bayes=f"{bayes_accuracy:.3f}")
-        if checkpoint is not None and config.checkpoint_every and done % config.checkpoint_every == 0:
+        periodic = config.checkpoint_every and done % config.checkpoint_every == 0
+        if checkpoint is not None and (periodic or done == config.steps):
             _save_checkpoint(checkpoint, model, optimizer, trainable, done, history, settings)
     train_seconds = time.perf_counter() - began
 
