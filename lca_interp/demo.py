@@ -10,41 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from lca_interp import artifacts, report
-from lca_interp.task import LCATask, token_label
-from lca_interp.toy import LCAToy, ToyConfig
+from lca_interp.task import LCATask
+from lca_interp.toy import ToyConfig
 from lca_interp.train import TrainConfig, eval_set, train
 
 DEMO_TASK = dict(m=8, omega=0.5, beta=1.0, context_len=64, neighbourhood="all")
 DEMO_D_MODEL = 128
 DEMO_TRAIN = dict(steps=1500, batch_size=256, lr=3e-3, eval_every=100, checkpoint_every=500, seed=0)
-
-
-def attention_views(model: LCAToy, task: LCATask, x: torch.Tensor, y: torch.Tensor) -> list[report.View]:
-    """One circuitsvis view per context: the full bidirectional pattern, tokens as id:bits."""
-    _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
-    logits = model(x, last_position_only=True)
-    views = []
-    for i in range(len(y)):
-        prediction = int(logits[i].argmax())
-        views.append(
-            report.View(
-                heading=(
-                    f"context {i}: z* = {token_label(int(y[i]), task.m)}, "
-                    f"toy predicts {token_label(prediction, task.m)}"
-                ),
-                element="AttentionHeads",
-                props={
-                    "attention": cache["blocks.0.attn.hook_pattern"][i],
-                    "tokens": [token_label(int(t), task.m) for t in x[i]],
-                    "attentionHeadNames": ["L0H0"],
-                    "maskUpperTri": False,
-                },
-            )
-        )
-    return views
 
 
 def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
@@ -66,7 +39,7 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
         [
             f"<p>{title}; held-out accuracy {metrics['accuracy']:.4f}, Bayes ceiling "
             f"{metrics['bayes_accuracy']:.4f} on {metrics['eval_samples']} samples.</p>",
-            *attention_views(result.model, task, x[:3], y[:3]),
+            *report.toy_attention_views(result.model, task, x[:3], y[:3]),
         ],
     )
     lines = [

@@ -130,3 +130,28 @@ def training_figure(history: Sequence[dict], bayes_accuracy: float, title: str):
     ax_loss.legend()
     fig.tight_layout()
     return fig
+
+
+def toy_attention_views(model, task, x, y) -> list[View]:
+    """One circuitsvis view per LCA context: the toy's full bidirectional pattern, tokens shown as
+    id:bits, headed by the true output and the toy's prediction."""
+    from lca_interp.task import token_label
+
+    _, cache = model.run_with_cache(x, names_filter="blocks.0.attn.hook_pattern")
+    predictions = model(x, last_position_only=True).argmax(-1)
+    return [
+        View(
+            heading=(
+                f"context {i}: z* = {token_label(int(y[i]), task.m)}, "
+                f"toy predicts {token_label(int(predictions[i]), task.m)}"
+            ),
+            element="AttentionHeads",
+            props={
+                "attention": cache["blocks.0.attn.hook_pattern"][i],
+                "tokens": [token_label(int(t), task.m) for t in x[i]],
+                "attentionHeadNames": ["L0H0"],
+                "maskUpperTri": False,
+            },
+        )
+        for i in range(len(y))
+    ]

@@ -133,8 +133,9 @@ class LCATask:
                 f"the neighbourhood of z* = {int(empty[0])} is empty ({len(empty)} outputs have "
                 "none), so its last token cannot be drawn from π; choose a larger neighbourhood."
             )
-        weights = torch.exp(-hamming_distances(self.m).double() / self.beta) * mask
-        pi = weights / weights.sum(dim=1, keepdim=True)
+        # Normalise in log space: exp(-D/β) underflows to 0/0 for small β.
+        log_weights = (-hamming_distances(self.m).double() / self.beta).masked_fill(~mask, -math.inf)
+        pi = torch.softmax(log_weights, dim=1)
         p = self.omega * pi + (1.0 - self.omega) / self.vocab_size
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "pi", pi)
@@ -239,15 +240,18 @@ class LCATask:
         """P(y | x) under the uniform prior."""
         return torch.softmax(self.log_likelihood(x), dim=-1)
 
+    def _bayes_optimal(self, x: Int[Tensor, "batch L"]) -> Bool[Tensor, "batch V"]:
+        """Which candidates attain the maximal likelihood (to within TIE_TOLERANCE)."""
+        ll = self.log_likelihood(x)
+        return ll >= ll.max(dim=-1, keepdim=True).values - TIE_TOLERANCE
+
     def bayes_predict(self, x: Int[Tensor, "batch L"]) -> Int[Tensor, "batch"]:
-        """argmax_y log p(x | y) (lowest token among ties)."""
-        return self.log_likelihood(x).argmax(dim=-1)
+        """argmax_y log p(x | y), the lowest token among ties."""
+        return self._bayes_optimal(x).to(torch.uint8).argmax(dim=-1)
 
     def bayes_accuracy(self, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"]) -> float:
         """Expected accuracy of the Bayes rule on (x, y), ties broken uniformly at random."""
-        ll = self.log_likelihood(x)
-        best = ll.max(dim=-1, keepdim=True).values
-        is_best = ll >= best - TIE_TOLERANCE
+        is_best = self._bayes_optimal(x)
         hit = is_best.gather(1, y[:, None]).squeeze(1).double()
         return float((hit / is_best.sum(dim=-1)).mean())
 

@@ -40,8 +40,12 @@ _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
 
 def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of integers (e.g. (seed, stream, step))."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+    """A well-mixed 63-bit seed from a tuple of integers (e.g. (seed, stream, step)).
+
+    The length leads the entropy because SeedSequence ignores trailing zeros: (s, 0) ≠ (s,).
+    """
+    entropy = [len(keys), *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> 1)
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,10 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(
-    model: LCAToy, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"], chunk: int = 2048
+    model: LCAToy, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"]
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model's last-position prediction."""
+    chunk = max(16, 2**17 // x.shape[1])  # bounds activation memory for long contexts
     correct, loss = 0.0, 0.0
     for start in range(0, len(y), chunk):
         logits = model(x[start : start + chunk], last_position_only=True)

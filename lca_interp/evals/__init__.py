@@ -1,0 +1,1 @@
+"""Evaluations that turn probes and trained models into claims with numbers."""
