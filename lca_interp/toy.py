@@ -23,7 +23,9 @@ Attention is bidirectional (σ normalises over all L keys), matching the formula
 `forward(tokens, last_position_only=True)` computes the query at the last position only and
 returns logits [batch, V]; training and evaluation use it, since the loss lives there. Hook
 points fire as usual, with query-position dimension 1 for `hook_q`, `hook_pattern`, `hook_z`,
-`hook_attn_out` and `hook_resid_post`.
+`hook_attn_out` and `hook_resid_post`. Unless something listens to `hook_k` or `hook_v`, that
+path never forms per-position keys and values (see `ToyBlock._last_query_attention`), which makes
+training about an order of magnitude cheaper at the paper's sizes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+import einops
 import torch
 import torch.nn as nn
 from jaxtyping import Float, Int
@@ -109,9 +112,51 @@ class ToyBlock(nn.Module):
         self, resid_pre: Float[Tensor, "batch pos d_model"], last_position_only: bool
     ) -> Float[Tensor, "batch query_pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
-        query_input = resid_pre[:, -1:] if last_position_only else resid_pre
-        attn_out = self.hook_attn_out(self.attn(query_input, resid_pre, resid_pre))
+        if last_position_only and not self._keys_or_values_observed():
+            attn_out = self._last_query_attention(resid_pre)
+        else:
+            query_input = resid_pre[:, -1:] if last_position_only else resid_pre
+            attn_out = self.attn(query_input, resid_pre, resid_pre)
+        attn_out = self.hook_attn_out(attn_out)
         return self.hook_resid_post(attn_out)
+
+    def _keys_or_values_observed(self) -> bool:
+        """Whether any hook (cache, intervention, raw torch hook) listens to keys or values."""
+        cfg = self.attn.cfg
+        if cfg.use_attn_result or cfg.use_split_qkv_input or cfg.use_attn_in:
+            return True
+        return any(
+            hook._forward_hooks or hook._forward_pre_hooks or hook._backward_hooks
+            for hook in (self.attn.hook_k, self.attn.hook_v)
+        )
+
+    def _last_query_attention(
+        self, resid: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch 1 d_model"]:
+        """`self.attn(resid[:, -1:], resid, resid)` with the products reassociated.
+
+        With one query, score_j = (u_j W_K + b_K)·q = u_j·(W_K qᵀ) + b_K·q and, since the pattern
+        sums to 1, z = Σ_j a_j (u_j W_V + b_V) = (Σ_j a_j u_j) W_V + b_V. No key or value is
+        formed per position: O(L·d + d²) per context instead of O(L·d²). The other hook points
+        fire with the values the standard path gives; when anything listens to `hook_k` or
+        `hook_v`, `forward` takes the standard path instead, so those hooks are never skipped.
+        """
+        attn = self.attn
+        q = attn.hook_q(
+            einops.einsum(resid[:, -1:], attn.W_Q, "batch q d_model, head d_model d_head -> batch q head d_head")
+            + attn.b_Q
+        )
+        query_in_resid = einops.einsum(q, attn.W_K, "batch q head d_head, head d_model d_head -> batch q head d_model")
+        scores = einops.einsum(resid, query_in_resid, "batch key d_model, batch q head d_model -> batch head q key")
+        key_bias = einops.einsum(q, attn.b_K, "batch q head d_head, head d_head -> batch head q")
+        scores = attn.hook_attn_scores((scores + key_bias[..., None]) / attn.attn_scale)
+        pattern = attn.hook_pattern(torch.softmax(scores, dim=-1))
+        mixed = einops.einsum(pattern, resid, "batch head q key, batch key d_model -> batch q head d_model")
+        z = attn.hook_z(
+            einops.einsum(mixed, attn.W_V, "batch q head d_model, head d_model d_head -> batch q head d_head")
+            + attn.b_V
+        )
+        return einops.einsum(z, attn.W_O, "batch q head d_head, head d_head d_model -> batch q d_model") + attn.b_O
 
 
 class LCAToy(HookedTransformer):

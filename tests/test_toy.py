@@ -282,3 +282,50 @@ def test_toy_config_round_trip():
     assert ToyConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         ToyConfig.from_dict({**cfg.to_dict(), "d_head": 8})
+
+
+def _randomize_biases(model: LCAToy, seed: int) -> None:
+    """The toy's biases are constant zero buffers; make them nonzero so the reassociated path's
+    bias terms are exercised too."""
+    gen = torch.Generator().manual_seed(seed)
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        for bias in (attn.b_Q, attn.b_K, attn.b_V, attn.b_O):
+            bias.copy_(torch.randn(bias.shape, generator=gen))
+
+
+@pytest.mark.parametrize("d_vocab, d_model", [(16, 4), (8, 24)], ids=["d<V", "d>V"])
+def test_reassociated_last_position_path_equals_standard_attention(make_toy, randomize, d_vocab, d_model):
+    model = randomize(make_toy(d_vocab, d_model, n_ctx=9), seed=3)
+    _randomize_biases(model, seed=4)
+    tokens = torch.randint(d_vocab, (5, 9), generator=torch.Generator().manual_seed(2))
+    block = model.blocks[0]
+    assert not block._keys_or_values_observed()
+    fast = model(tokens, last_position_only=True)
+    standard = model(tokens)[:, -1]
+    assert (fast - standard).abs().max() < 1e-5
+    # The intermediate hook values agree too, not just the logits.
+    fast_cache = {}
+    names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z"]
+    hooks = [(n, lambda t, hook: fast_cache.__setitem__(hook.name, t.detach())) for n in names]
+    model.run_with_hooks(tokens, last_position_only=True, fwd_hooks=hooks)
+    _, full_cache = model.run_with_cache(tokens)
+    assert torch.allclose(fast_cache["blocks.0.attn.hook_q"], full_cache["blocks.0.attn.hook_q"][:, -1:], atol=1e-5)
+    assert torch.allclose(fast_cache["blocks.0.attn.hook_pattern"], full_cache["blocks.0.attn.hook_pattern"][:, :, -1:], atol=1e-6)
+    assert torch.allclose(fast_cache["blocks.0.attn.hook_z"], full_cache["blocks.0.attn.hook_z"][:, -1:], atol=1e-5)
+
+
+def test_hooks_on_keys_and_values_always_fire(make_toy):
+    """The reassociated path forms no keys/values, so listening to them must switch it off."""
+    model = make_toy(8, 6, n_ctx=5)
+    tokens = torch.randint(8, (2, 5))
+    seen = []
+    for name in ["blocks.0.attn.hook_k", "blocks.0.attn.hook_v"]:
+        model.run_with_hooks(tokens, last_position_only=True,
+                             fwd_hooks=[(name, lambda t, hook: seen.append((hook.name, t.shape)))])
+    assert seen == [("blocks.0.attn.hook_k", (2, 5, 1, 6)), ("blocks.0.attn.hook_v", (2, 5, 1, 6))]
+    # A hook that edits values changes the output on the last-position path as well.
+    zero_values = [("blocks.0.attn.hook_v", lambda t, hook: torch.zeros_like(t))]
+    edited = model.run_with_hooks(tokens, last_position_only=True, fwd_hooks=zero_values)
+    assert torch.count_nonzero(edited) == 0
+    assert not model.blocks[0]._keys_or_values_observed()  # and the hooks are gone afterwards
