@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(train, {})
     train.set_defaults(run=_run_train)
 
+    reproduce = commands.add_parser(
+        "reproduce", help="measure paper A's synthetic claims; write claims.json, figures, report.html"
+    )
+    reproduce.add_argument("--quick", action="store_true", help="reduced size: minutes on 2 CPU cores")
+    reproduce.add_argument("--seeds", type=int, default=None, help="seeds per claim (default: the scale's)")
+    reproduce.add_argument("--claims", nargs="+", metavar="ID", help="only these claims (e.g. C1 T2)")
+    reproduce.add_argument("--out", type=Path, required=True, help="output folder")
+    reproduce.set_defaults(run=_run_reproduce)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
@@ -95,6 +104,19 @@ def _run_train(args: argparse.Namespace) -> None:
     print(
         f"accuracy {metrics['accuracy']:.4f} (Bayes ceiling {metrics['bayes_accuracy']:.4f}) "
         f"after {metrics['steps']} steps in {metrics['train_seconds']:.0f} s → {args.out}"
+    )
+
+
+def _run_reproduce(args: argparse.Namespace) -> None:
+    from lca_interp.evals.lca import FULL, QUICK
+    from lca_interp.evals.reproduce import reproduce
+
+    result = reproduce(args.out, QUICK if args.quick else FULL, seeds=args.seeds, claim_ids=args.claims)
+    for claim in result.claims:
+        print(f"{claim.id:>4}  {'holds' if claim.holds else 'does NOT hold':<13}  {claim.claim}")
+    print(
+        f"{sum(c.holds for c in result.claims)}/{len(result.claims)} claims hold at the "
+        f"{result.scale.name} scale in {result.seconds / 60:.1f} min → {args.out / 'report.html'}"
     )
 
 

@@ -2,7 +2,8 @@
 
 Trains the LCA toy at m = 8 (V = 256), L = 64, d = 128, reports its held-out accuracy beside the
 Bayes ceiling, and writes what a researcher would look at first: the training curve and the
-toy's attention on held-out contexts (an offline circuitsvis page).
+toy's attention on held-out contexts (an offline circuitsvis page); then measures a quick subset
+of paper A's claims (`lca-interp reproduce --quick` has them all).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from typing import Optional
 from lca_interp import artifacts, report
 from lca_interp.task import LCATask
 from lca_interp.toy import ToyConfig
+from lca_interp.evals.lca import QUICK
+from lca_interp.evals.reproduce import reproduce
 from lca_interp.train import TrainConfig, eval_set, train
 
 DEMO_TASK = dict(m=8, omega=0.5, beta=1.0, context_len=64, neighbourhood="all")
 DEMO_D_MODEL = 128
+# Claims of paper A cheap enough for the demo: the theorems need no training, the rest one toy.
+DEMO_CLAIMS = ("T1", "T2", "C2", "C3", "C9")
 DEMO_TRAIN = dict(steps=1500, batch_size=256, lr=3e-3, eval_every=100, checkpoint_every=500, seed=0)
 
 
@@ -47,6 +52,11 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
         f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)",
         f"wrote {out / 'toy'}, {out / 'training.png'}, {out / 'attention.html'}",
     ]
-    summary = {"task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics, "lines": lines}
+    quick = reproduce(out / "claims", QUICK, seeds=1, claim_ids=DEMO_CLAIMS)
+    lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}"
+              for c in quick.claims]
+    lines.append(f"wrote {out / 'claims' / 'report.html'}")
+    summary = {"task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics,
+               "claims": [c.to_dict() for c in quick.claims], "lines": lines}
     artifacts.write_json(out / "demo.json", summary)
     return summary

@@ -77,7 +77,7 @@ QUICK = Scale(
 FULL = Scale(
     name="full", m=8, context_lens=(64, 128), d_main=128, d_models=(32, 64, 128, 320),
     length_sweep=(16, 32, 64, 128), theorem_lens=(8, 16, 32, 64, 128, 256, 512, 1024),
-    steps=1500, batch_size=256, lr=3e-3, seeds=3, eval_samples=10_000,
+    steps=3000, batch_size=256, lr=3e-3, seeds=3, eval_samples=10_000,
 )
 
 

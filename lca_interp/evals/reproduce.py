@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 from tqdm.auto import tqdm
 
 from lca_interp import artifacts, report
-from lca_interp.evals.lca import CLAIMS, FULL, QUICK, Claim, Reproduction, Scale
+from lca_interp.evals.lca import CLAIMS, QUICK, Claim, Reproduction, Scale
 from lca_interp.evals.zoo import Zoo
+
+
+@dataclass
+class Reproduced:
+    claims: list[Claim]
+    scale: Scale
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"scale": asdict(self.scale), "claims": [c.id for c in self.claims],
+                "holds": sum(c.holds for c in self.claims), "seconds": self.seconds}
 
 
 def reproduce(
@@ -27,7 +38,7 @@ def reproduce(
     seeds: Optional[int] = None,
     claim_ids: Optional[Sequence[str]] = None,
     progress: bool = True,
-) -> list[Claim]:
+) -> Reproduced:
     """Measure the claims `claim_ids` (default: all) at `scale` and write the report to `out_dir`."""
     out = Path(out_dir)
     if seeds is not None:
@@ -47,9 +58,10 @@ def reproduce(
         claims.append(claim)
     seconds = time.perf_counter() - began
     artifacts.write_json(out / "claims.json", [{**c.to_dict(), "figure": f"{c.id}.png"} for c in claims])
-    artifacts.write_json(out / "reproduce.json", {"scale": asdict(scale), "claims": ids, "seconds": seconds})
+    result = Reproduced(claims, scale, seconds)
+    artifacts.write_json(out / "reproduce.json", result.to_dict())
     _write_report(out, r, claims, seconds)
-    return claims
+    return result
 
 
 def _write_report(out: Path, r: Reproduction, claims: list[Claim], seconds: float) -> None:
@@ -75,5 +87,3 @@ def _write_report(out: Path, r: Reproduction, claims: list[Claim], seconds: floa
     parts.extend(report.toy_attention_views(toy.model, toy.task, x[:2], y[:2]))
     report.write_page(out / "report.html", "Paper A, synthetic claims", parts)
 
-
-SCALES = {"quick": QUICK, "full": FULL}
