@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 def _add_task_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--m", type=int, required=required, help="binary latents; V = 2^m tokens")

@@ -16,7 +16,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 from uuid import uuid4
 
 from lca_interp import artifacts

@@ -12,7 +12,8 @@ import html
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from tqdm.auto import tqdm
 

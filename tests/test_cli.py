@@ -1,0 +1,63 @@
+"""The command line as a user runs it: outputs written, bad input refused in one sentence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lca_interp.cli import main
+
+
+def test_train_writes_model_config_metrics_and_figure(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--m", "4", "--context-len", "8", "--d-model", "8", "--steps", "20",
+                 "--eval-samples", "500", "--neighbourhood", "hamming1", "--freeze-wv", "--out", str(out)])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "metrics.json", "training.png"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"]["neighbourhood"] == "hamming1" and config["toy"]["freeze_wv"] is True
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and 0 <= metrics["accuracy"] <= 1
+    assert "Bayes ceiling" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--m", "0", "--context-len", "8", "--d-model", "8"],
+        ["--m", "4", "--context-len", "0", "--d-model", "8"],
+        ["--m", "4", "--context-len", "8", "--d-model", "8", "--omega", "2"],
+        ["--m", "4", "--context-len", "8", "--d-model", "8", "--beta", "0"],
+        ["--m", "4", "--context-len", "8", "--d-model", "0"],
+        ["--m", "4", "--context-len", "8", "--d-model", "8", "--steps", "0"],
+        ["--m", "1", "--context-len", "8", "--d-model", "8", "--neighbourhood", "cluster1"],
+    ],
+)
+def test_train_refuses_bad_input_with_one_sentence_and_no_files(tmp_path, capsys, argv):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("lca-interp train: error: ") and message.count("\n") == 0
+    assert not out.exists()
+
+
+def test_reproduce_single_claim(tmp_path, capsys):
+    assert main(["reproduce", "--quick", "--seeds", "1", "--claims", "T2", "--out", str(tmp_path)]) == 0
+    assert "T2  holds" in capsys.readouterr().out
+    assert [c["id"] for c in json.loads((tmp_path / "claims.json").read_text())] == ["T2"]
+
+
+def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
+    assert main(["reproduce", "--quick", "--claims", "C99", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown claim" in capsys.readouterr().err
+
+
+def test_demo_writes_its_outputs(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
+    for name in ["toy/model.safetensors", "toy/metrics.json", "training.png", "attention.html",
+                 "claims/claims.json", "claims/report.html", "demo.json"]:
+        assert (tmp_path / name).exists(), name
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["metrics"]["bayes_accuracy"] > summary["metrics"]["accuracy"]
+    assert {c["id"] for c in summary["claims"]} == {"T1", "T2", "C2", "C3", "C9"}
