@@ -22,7 +22,7 @@ DEMO_TASK = dict(m=8, omega=0.5, beta=1.0, context_len=64, neighbourhood="all")
 DEMO_D_MODEL = 128
 # Claims of paper A cheap enough for the demo: the theorems need no training, the rest one toy.
 DEMO_CLAIMS = ("T1", "T2", "C2", "C3", "C9")
-DEMO_TRAIN = dict(steps=1500, batch_size=256, lr=3e-3, eval_every=100, checkpoint_every=500, seed=0)
+DEMO_TRAIN = dict(steps=3000, batch_size=256, lr=3e-3, eval_every=150, checkpoint_every=1000, seed=0)
 
 
 def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
