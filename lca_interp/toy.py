@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import typing
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import einops
@@ -44,11 +44,12 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.components import Attention, Embed
 from transformer_lens.hook_points import HookPoint
 
+from lca_interp.config import Config
 from lca_interp.task import as_generator
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(Config):
     """Everything needed to rebuild a toy: sizes, what is frozen, and the init seed.
 
     `n_ctx` is recorded for provenance only: without positional embeddings any length works.
@@ -62,20 +63,7 @@ class ToyConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("d_vocab", "d_model", "n_ctx"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ToyConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown toy config fields {sorted(unknown)}.")
-        return cls(**data)
+        self.require_positive_ints("d_vocab", "d_model", "n_ctx")
 
 
 class TiedUnembed(nn.Module):

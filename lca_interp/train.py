@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lca_interp import artifacts
+from lca_interp.config import Config
 from lca_interp.task import LCATask
 from lca_interp.toy import LCAToy, ToyConfig
 
@@ -49,7 +50,7 @@ def derive_seed(*keys: int) -> int:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """AdamW settings, schedule of evaluation and checkpoints, and the data seed."""
 
     steps: int = 2000
@@ -62,26 +63,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "eval_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.require_positive_ints("steps", "batch_size", "eval_every", "eval_samples")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be ≥ 0 (0: never), got {self.checkpoint_every}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}.")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown training config fields {sorted(unknown)}.")
-        return cls(**data)
 
 
 @dataclass
