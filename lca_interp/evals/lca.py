@@ -167,7 +167,8 @@ def c1_trained_value_matrix(r: Reproduction) -> Claim:
     ax.legend()
     return Claim(
         id="C1",
-        claim="A trained W_V beats W_V frozen at the identity, at L = 64 and L = 128, most at small L.",
+        claim=f"A trained W_V beats W_V frozen at the identity, at L = {small} and L = {large}, most "
+              "at small L.",
         criterion="mean accuracy gap (trained − identity) > 0 at both lengths, and larger at the "
                   "smaller length",
         measured={"by_context_len": {str(L): v for L, v in rows.items()}},
