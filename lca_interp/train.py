@@ -125,14 +125,14 @@ def train(
     optimizer = torch.optim.AdamW(
         list(trainable.values()), lr=config.lr, weight_decay=config.weight_decay
     )
-    start_step, history = 0, []
+    start_step, history, earlier_seconds = 0, [], 0.0
     checkpoint = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None else None
     # The schedule (steps, evaluation, checkpoints) may change on resume; nothing else may.
     settings = {**run_config(task, toy_config, config), "versions": None}
     schedule = {"steps": None, "eval_every": None, "checkpoint_every": None}
     settings["train"] = {**settings["train"], **schedule}
     if checkpoint is not None and checkpoint.exists():
-        start_step, history = _load_checkpoint(
+        start_step, history, earlier_seconds = _load_checkpoint(
             checkpoint, model, optimizer, trainable, config, settings
         )
 
@@ -161,8 +161,9 @@ def train(
             bar.set_postfix(loss=f"{eval_loss:.3f}", acc=f"{accuracy:.3f}", bayes=f"{bayes_accuracy:.3f}")
         periodic = config.checkpoint_every and done % config.checkpoint_every == 0
         if checkpoint is not None and (periodic or done == config.steps):
-            _save_checkpoint(checkpoint, model, optimizer, trainable, done, history, settings)
-    train_seconds = time.perf_counter() - began
+            seconds = earlier_seconds + time.perf_counter() - began
+            _save_checkpoint(checkpoint, model, optimizer, trainable, done, history, seconds, settings)
+    train_seconds = earlier_seconds + time.perf_counter() - began  # summed over resumed sessions
 
     accuracy, eval_loss = evaluate(model, x_eval, y_eval)
     metrics = {
@@ -249,6 +250,7 @@ def _save_checkpoint(
     trainable: dict[str, torch.nn.Parameter],
     step: int,
     history: list[dict],
+    train_seconds: float,
     settings: dict,
 ) -> None:
     tensors = {f"model.{name}": p for name, p in model.named_parameters()}
@@ -256,7 +258,12 @@ def _save_checkpoint(
     for index, name in enumerate(trainable):
         for key, value in state.get(index, {}).items():
             tensors[f"optim.{name}.{key}"] = torch.as_tensor(value)
-    metadata = {"step": str(step), "history": json.dumps(history), "settings": json.dumps(settings)}
+    metadata = {
+        "step": str(step),
+        "history": json.dumps(history),
+        "train_seconds": repr(train_seconds),
+        "settings": json.dumps(settings),
+    }
     artifacts.save_tensors(path, tensors, metadata)
 
 
@@ -267,7 +274,7 @@ def _load_checkpoint(
     trainable: dict[str, torch.nn.Parameter],
     config: TrainConfig,
     settings: dict,
-) -> tuple[int, list[dict]]:
+) -> tuple[int, list[dict], float]:
     with safe_open(path, framework="pt") as handle:
         metadata = handle.metadata() or {}
     if json.loads(metadata.get("settings", "null")) != settings:
@@ -291,4 +298,4 @@ def _load_checkpoint(
     step = int(metadata.get("step", 0))
     if step > config.steps:
         raise ValueError(f"{path} is at step {step}, past the requested {config.steps} steps.")
-    return step, json.loads(metadata.get("history", "[]"))
+    return step, json.loads(metadata.get("history", "[]")), float(metadata.get("train_seconds", 0.0))
