@@ -263,6 +263,8 @@ def c4_embedding_training(r: Reproduction) -> Claim:
                     marker="o", label=label, capsize=3)
     ax.axvline(V, color="k", linestyle=":", label=f"V = {V}")
     ax.set(xscale="log", xlabel="d", ylabel="held-out accuracy", title="C4: does embedding training matter?")
+    ax.set_xticks(ds, [str(d) for d in ds])
+    ax.minorticks_off()
     ax.legend()
     return Claim(
         id="C4",
@@ -377,8 +379,10 @@ def c8_cluster_attention(r: Reproduction) -> Claim:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     for ax, (name, heat) in zip(axes, heatmaps.items()):
-        image = ax.imshow(heat.numpy(), cmap="viridis", vmin=0)
-        ax.set(title=f"{name}: attention by cluster", xlabel="key token's cluster", ylabel="last token's cluster")
+        image = ax.imshow(heat.numpy(), cmap="viridis", vmin=0, vmax=1)
+        ticks = range(heat.shape[0])
+        ax.set(title=f"{name}: attention by cluster", xlabel="key token's cluster",
+               ylabel="last token's cluster", xticks=ticks, yticks=ticks)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     holds = all(v["out_of_cluster_mass_removed"]["mean"] >= threshold for v in measured.values())
@@ -458,6 +462,8 @@ def c10_context_length(r: Reproduction) -> Claim:
     ax.errorbar(lengths, means, yerr=[accuracy[L]["sd"] for L in lengths], marker="o", label="trained toy", capsize=3)
     ax.plot(lengths, [bayes[L]["mean"] for L in lengths], "k--", marker="x", label="Bayes ceiling")
     ax.set(xscale="log", xlabel="context length L", ylabel="held-out accuracy", title="C10: accuracy vs L")
+    ax.set_xticks(lengths, [str(L) for L in lengths])
+    ax.minorticks_off()
     ax.legend()
     return Claim(
         id="C10",
@@ -490,6 +496,8 @@ def t1_theorem1(r: Reproduction) -> Claim:
     ax.plot(list(errors), means, marker="o")
     ax.set(xscale="log", xlabel="context length L", ylabel="error", ylim=(0, max(means) * 1.1 + 1e-3),
            title="T1: Theorem 1 model (W_K = W_Q = 0, Eq 5.1 W_V)")
+    ax.set_xticks(list(errors), [str(L) for L in errors])
+    ax.minorticks_off()
     return Claim(
         id="T1",
         claim=f"The Theorem 1 model (W_K = W_Q = 0, orthonormal W_E, constructed W_V; ω = 1, "
