@@ -117,6 +117,13 @@ def _plt():
     return plt
 
 
+def _log_x(ax, values: Sequence[int], label: str) -> None:
+    """A log x axis ticked at exactly the measured values."""
+    ax.set(xscale="log", xlabel=label)
+    ax.set_xticks(list(values), [str(v) for v in values])
+    ax.minorticks_off()
+
+
 class Reproduction:
     """Shared state of one reproduction: the scale, the zoo of trained toys, and test samples."""
 
@@ -262,9 +269,8 @@ def c4_embedding_training(r: Reproduction) -> Claim:
         ax.errorbar(ds, [rows[d][key]["mean"] for d in ds], yerr=[rows[d][key]["sd"] for d in ds],
                     marker="o", label=label, capsize=3)
     ax.axvline(V, color="k", linestyle=":", label=f"V = {V}")
-    ax.set(xscale="log", xlabel="d", ylabel="held-out accuracy", title="C4: does embedding training matter?")
-    ax.set_xticks(ds, [str(d) for d in ds])
-    ax.minorticks_off()
+    _log_x(ax, ds, "d")
+    ax.set(ylabel="held-out accuracy", title="C4: does embedding training matter?")
     ax.legend()
     return Claim(
         id="C4",
@@ -461,9 +467,8 @@ def c10_context_length(r: Reproduction) -> Claim:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(lengths, means, yerr=[accuracy[L]["sd"] for L in lengths], marker="o", label="trained toy", capsize=3)
     ax.plot(lengths, [bayes[L]["mean"] for L in lengths], "k--", marker="x", label="Bayes ceiling")
-    ax.set(xscale="log", xlabel="context length L", ylabel="held-out accuracy", title="C10: accuracy vs L")
-    ax.set_xticks(lengths, [str(L) for L in lengths])
-    ax.minorticks_off()
+    _log_x(ax, lengths, "context length L")
+    ax.set(ylabel="held-out accuracy", title="C10: accuracy vs L")
     ax.legend()
     return Claim(
         id="C10",
@@ -494,10 +499,8 @@ def t1_theorem1(r: Reproduction) -> Claim:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(list(errors), means, marker="o")
-    ax.set(xscale="log", xlabel="context length L", ylabel="error", ylim=(0, max(means) * 1.1 + 1e-3),
-           title="T1: Theorem 1 model (W_K = W_Q = 0, Eq 5.1 W_V)")
-    ax.set_xticks(list(errors), [str(L) for L in errors])
-    ax.minorticks_off()
+    _log_x(ax, list(errors), "context length L")
+    ax.set(ylabel="error", ylim=(0, max(means) * 1.1 + 1e-3), title="T1: Theorem 1 model (W_K = W_Q = 0, Eq 5.1 W_V)")
     return Claim(
         id="T1",
         claim=f"The Theorem 1 model (W_K = W_Q = 0, orthonormal W_E, constructed W_V; ω = 1, "
