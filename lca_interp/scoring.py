@@ -1,0 +1,106 @@
+"""Batched log P(target | prompt) for multi-token targets, unembedding only what is needed.
+
+Context
+-------
+Context hijacking compares P(o_ | context) with P(o* | context), where each target may span
+several tokens: log P(target | prompt) = Σ_i log P(target_i | prompt, target_<i). One forward
+pass over `prompt + target[:-1]` gives every factor, read at the last prompt position and the
+target positions after it.
+
+Cost
+----
+Gemma's vocabulary has 262,144 entries, so logits for a whole [batch, pos] grid dominate
+everything else. Here the blocks run with `stop_at_layer`, the residual stream is gathered at
+the positions that predict a target token, and only those go through `ln_final`, the
+unembedding and the softcap, exactly as `HookedTransformer.forward` applies them.
+
+Batching pads on the right. Attention is causal, so a position never sees the padding after it
+and no attention mask is needed; rotary positions are unchanged. Prompts are tokenized with the
+model's own BOS convention (`cfg.default_prepend_bos`), targets with a leading space and no BOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.utilities.activation_functions import apply_softcap
+
+
+def encode_target(model, target: str) -> list[int]:
+    """Token ids of " " + target, without BOS."""
+    ids = model.to_tokens(" " + target.strip(), prepend_bos=False, truncate=False)[0].tolist()
+    if not ids:
+        raise ValueError(f"target {target!r} encodes to no tokens.")
+    return ids
+
+
+def encode_prompt(model, prompt: str) -> list[int]:
+    """Token ids of the prompt with the model's BOS convention. Never truncated (TL's default
+    would cut to n_ctx silently); the caller checks the length."""
+    return model.to_tokens(prompt, truncate=False)[0].tolist()
+
+
+def logits_at(
+    model, residual: Float[Tensor, "batch pos d_model"], rows: Int[Tensor, "n"], positions: Int[Tensor, "n"]
+) -> Float[Tensor, "n d_vocab"]:
+    """Logits at chosen (row, position) pairs of a final residual stream (`stop_at_layer=n_layers`),
+    through `ln_final`, the unembedding and the output softcap as `HookedTransformer.forward` does."""
+    picked = residual[rows, positions][:, None]  # [n, 1, d_model]
+    if model.cfg.normalization_type is not None:
+        picked = model.ln_final(picked)
+    return apply_softcap(model.unembed(picked), model.cfg.output_logits_soft_cap)[:, 0]
+
+
+@torch.no_grad()
+def target_log_probs(
+    model,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Float[Tensor, "n"]:
+    """log P(targets[i] | prompts[i]) summed over the target's tokens, as float64 [n]."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"got {len(prompts)} prompts but {len(targets)} targets.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    encoded = []
+    for i, (prompt, target) in enumerate(zip(prompts, targets)):
+        prompt_ids, target_ids = encode_prompt(model, prompt), encode_target(model, target)
+        length = len(prompt_ids) + len(target_ids) - 1
+        if length > model.cfg.n_ctx:
+            raise ValueError(
+                f"prompt {i} with its target is {length} tokens, longer than the model's context of "
+                f"{model.cfg.n_ctx}; shorten it or use fewer prepended sentences."
+            )
+        encoded.append((prompt_ids, target_ids))
+    # Longest first, so each batch pads little and the first batch shows the peak memory.
+    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    result = torch.zeros(len(encoded), dtype=torch.float64)
+    device = model.cfg.device
+    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress):
+        rows = order[start : start + batch_size]
+        sequences = [encoded[i][0] + encoded[i][1][:-1] for i in rows]
+        width = max(map(len, sequences))
+        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+        for r, sequence in enumerate(sequences):
+            tokens[r, : len(sequence)] = torch.tensor(sequence)
+        # Every (row, position, next token) triple that scores one target token.
+        row_index, positions, next_ids = [], [], []
+        for r, i in enumerate(rows):
+            prompt_ids, target_ids = encoded[i]
+            for j, token in enumerate(target_ids):
+                row_index.append(r)
+                positions.append(len(prompt_ids) - 1 + j)
+                next_ids.append(token)
+        residual = model(tokens.to(device), stop_at_layer=model.cfg.n_layers)
+        logits = logits_at(model, residual, torch.tensor(row_index), torch.tensor(positions))
+        log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), torch.tensor(next_ids)]
+        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(row_index), log_probs.cpu())
+        result[torch.tensor(rows)] = sums
+    return result
