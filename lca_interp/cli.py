@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, required=True, help="output folder")
     reproduce.set_defaults(run=_run_reproduce)
 
+    hijack = commands.add_parser("hijack", help="context hijacking: ES(k) of a pretrained LLM on fact data")
+    hijack.add_argument("--model", required=True, help="TL model name, local HF folder, or google/gemma-3-270m offline")
+    hijack.add_argument("--dataset", required=True, help="counterfact, capitals, or a CounterFact JSON file")
+    hijack.add_argument("--scheme", choices=["generic", "negation", "reverse-generic", "reverse-negation"], default="generic")
+    hijack.add_argument("--max-prepends", type=int, default=3, help="largest k")
+    hijack.add_argument("--limit", type=int, default=None, help="first N facts")
+    hijack.add_argument("--batch-size", type=int, default=16)
+    hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
+    hijack.add_argument("--out", type=Path, required=True, help="output folder")
+    hijack.set_defaults(run=_run_hijack)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
@@ -119,6 +130,24 @@ def _run_reproduce(args: argparse.Namespace) -> None:
         f"{sum(c.holds for c in result.claims)}/{len(result.claims)} claims hold at the "
         f"{result.scale.name} scale in {result.seconds / 60:.1f} min → {args.out / 'report.html'}"
     )
+
+
+def _run_hijack(args: argparse.Namespace) -> None:
+    from lca_interp.artifacts import save_figure, write_json
+    from lca_interp.evals.hijack import run_hijack
+    from lca_interp.facts import load_facts
+    from lca_interp.pretrained import load_model
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be ≥ 1, got {args.limit}.")
+    facts = load_facts(args.dataset, limit=args.limit, seed=args.seed)
+    model = load_model(args.model)
+    result = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
+                        model_name=args.model, dataset_name=args.dataset, seed=args.seed)
+    write_json(args.out / "hijack.json", {**result.to_dict(), "skipped_records": len(facts.skipped)})
+    save_figure(args.out / "hijack.png", result.figure())
+    es = ", ".join(f"k={k}: {v:.3f}" for k, v in zip(result.k, result.efficacy_score))
+    print(f"ES ({args.scheme}, n = {result.n}): {es} → {args.out / 'hijack.json'}")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
