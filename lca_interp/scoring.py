@@ -52,7 +52,11 @@ def logits_at(
     picked = residual[rows, positions][:, None]  # [n, 1, d_model]
     if model.cfg.normalization_type is not None:
         picked = model.ln_final(picked)
-    return apply_softcap(model.unembed(picked), model.cfg.output_logits_soft_cap)[:, 0]
+    # TL's Unembed.forward copies W_Uᵀ to a contiguous tensor on every call (670 MB for Gemma's
+    # vocabulary); the same product straight from W_U, with the unembed hooks still firing:
+    unembed = model.unembed
+    logits = unembed.hook_out(unembed.hook_in(picked) @ unembed.W_U + unembed.b_U)
+    return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, 0]
 
 
 @torch.no_grad()
