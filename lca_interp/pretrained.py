@@ -21,6 +21,14 @@ matrices, writing weights and unembedding centred, value biases folded): logits 
 to float round-off and softmax-invariant shifts, and every residual direction is comparable
 across layers, which direct logit attribution relies on. `processing=False` keeps the weights as
 the checkpoint has them.
+
+Weight layout
+-------------
+TL's attention and gated-MLP forwards rearrange W_Q/W_K/W_V/W_O and W_in/W_gate/W_out into
+`F.linear` layout and call `.contiguous()` on every forward, which copies every matrix on every
+call (a quarter of Gemma-3-270m's CPU forward time). `load_model` stores those parameters with
+the strides of that layout: same shapes, same values, same hook activations, and the rearranged
+views are already contiguous, so the copies become no-ops.
 """
 
 from __future__ import annotations
@@ -56,7 +64,10 @@ def load_model(
     Raises ValueError (unknown name, hub unreachable with no offline source) or
     FileNotFoundError (a folder missing files), each with one sentence saying what to pass.
     """
-    name = str(name_or_path)
+    return lay_out_for_forward(_load(str(name_or_path), device, dtype, processing, cache_dir))
+
+
+def _load(name: str, device, dtype, processing: bool, cache_dir):
     path = Path(name).expanduser()
     if path.exists():
         return _from_local_folder(path, device, dtype, processing)
@@ -73,6 +84,29 @@ def load_model(
             f"could not load {official} from the Hugging Face hub ({type(error).__name__}); pass a "
             f"local Hugging Face model folder instead{hint}."
         ) from None
+
+
+def lay_out_for_forward(model):
+    """Re-stride attention and gated-MLP weights in place so TL's per-forward `.contiguous()`
+    copies are no-ops (see "Weight layout" above). Values and shapes are unchanged."""
+    from transformer_lens.components import AbstractAttention, GatedMLP
+
+    def restride(param: torch.nn.Parameter, order: tuple[int, ...]) -> None:
+        # Storage contiguous in `order`, viewed back in the parameter's own dimension order.
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        param.data = param.data.permute(order).contiguous().permute(inverse)
+
+    if getattr(model.cfg, "load_in_4bit", False):
+        return model
+    for module in model.modules():
+        if isinstance(module, AbstractAttention):
+            for name in ("W_Q", "_W_K", "_W_V") if hasattr(module, "_W_K") else ("W_Q", "W_K", "W_V"):
+                restride(getattr(module, name), (0, 2, 1))  # -> (head d_head) d_model
+            restride(module.W_O, (2, 0, 1))  # -> d_model (head d_head)
+        elif isinstance(module, GatedMLP):
+            for name in ("W_in", "W_gate", "W_out"):
+                restride(getattr(module, name), (1, 0))
+    return model
 
 
 # ---------------------------------------------------------------------- resolution

@@ -14,6 +14,11 @@ everything else. Here the blocks run with `stop_at_layer`, the residual stream i
 the positions that predict a target token, and only those go through `ln_final`, the
 unembedding and the softcap, exactly as `HookedTransformer.forward` applies them.
 
+Requests share forward passes: attention is causal, so the activations at a sequence's positions
+are the same in any longer sequence that starts with it. A request whose `prompt + target[:-1]`
+is a prefix of another's (the two targets of a fact when one is a single token, or the same
+request twice) is read off the longer row, so most facts cost one row instead of two.
+
 Batching pads on the right. Attention is causal, so a position never sees the padding after it
 and no attention mask is needed; rotary positions are unchanged. Prompts are tokenized with the
 model's own BOS convention (`cfg.default_prepend_bos`), targets with a leading space and no BOS.
@@ -59,6 +64,24 @@ def logits_at(
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, 0]
 
 
+def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The sequences that must run, and for each input the index of the run that contains it as a
+    prefix. In lexicographic order everything that starts with `s` directly follows `s`, so `s`
+    is covered iff its successor starts with it, and then by whatever covers the successor."""
+    unique = sorted(set(sequences))
+    runs: list[tuple[int, ...]] = []
+    run_of: dict[tuple[int, ...], int] = {}
+    for i in reversed(range(len(unique))):
+        sequence = unique[i]
+        after = unique[i + 1] if i + 1 < len(unique) else None
+        if after is not None and after[: len(sequence)] == sequence:
+            run_of[sequence] = run_of[after]
+        else:
+            run_of[sequence] = len(runs)
+            runs.append(sequence)
+    return runs, [run_of[s] for s in sequences]
+
+
 @torch.no_grad()
 def target_log_probs(
     model,
@@ -67,14 +90,23 @@ def target_log_probs(
     batch_size: int = 16,
     progress: bool = False,
 ) -> Float[Tensor, "n"]:
-    """log P(targets[i] | prompts[i]) summed over the target's tokens, as float64 [n]."""
+    """log P(targets[i] | prompts[i]) summed over the target's tokens, as float64 [n].
+
+    `batch_size` counts forward rows; requests that share a row (see the module docstring) are
+    scored together."""
     if len(prompts) != len(targets):
         raise ValueError(f"got {len(prompts)} prompts but {len(targets)} targets.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+    prompt_cache: dict[str, list[int]] = {}
+    target_cache: dict[str, list[int]] = {}
     encoded = []
     for i, (prompt, target) in enumerate(zip(prompts, targets)):
-        prompt_ids, target_ids = encode_prompt(model, prompt), encode_target(model, target)
+        if prompt not in prompt_cache:
+            prompt_cache[prompt] = encode_prompt(model, prompt)
+        if target not in target_cache:
+            target_cache[target] = encode_target(model, target)
+        prompt_ids, target_ids = prompt_cache[prompt], target_cache[target]
         length = len(prompt_ids) + len(target_ids) - 1
         if length > model.cfg.n_ctx:
             raise ValueError(
@@ -82,29 +114,24 @@ def target_log_probs(
                 f"{model.cfg.n_ctx}; shorten it or use fewer prepended sentences."
             )
         encoded.append((prompt_ids, target_ids))
+    runs, run_of = covering_rows([tuple(p + t[:-1]) for p, t in encoded])
+    # Every (position, next token) pair that scores one token of request i, grouped by run.
+    reads: list[list[tuple[int, int, int]]] = [[] for _ in runs]  # (request, position, token)
+    for i, (prompt_ids, target_ids) in enumerate(encoded):
+        reads[run_of[i]] += [(i, len(prompt_ids) - 1 + j, token) for j, token in enumerate(target_ids)]
     # Longest first, so each batch pads little and the first batch shows the peak memory.
-    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
+    order = sorted(range(len(runs)), key=lambda r: -len(runs[r]))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     result = torch.zeros(len(encoded), dtype=torch.float64)
-    device = model.cfg.device
     for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress):
-        rows = order[start : start + batch_size]
-        sequences = [encoded[i][0] + encoded[i][1][:-1] for i in rows]
-        width = max(map(len, sequences))
-        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-        for r, sequence in enumerate(sequences):
-            tokens[r, : len(sequence)] = torch.tensor(sequence)
-        # Every (row, position, next token) triple that scores one target token.
-        row_index, positions, next_ids = [], [], []
-        for r, i in enumerate(rows):
-            prompt_ids, target_ids = encoded[i]
-            for j, token in enumerate(target_ids):
-                row_index.append(r)
-                positions.append(len(prompt_ids) - 1 + j)
-                next_ids.append(token)
-        residual = model(tokens.to(device), stop_at_layer=model.cfg.n_layers)
-        logits = logits_at(model, residual, torch.tensor(row_index), torch.tensor(positions))
-        log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), torch.tensor(next_ids)]
-        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(row_index), log_probs.cpu())
-        result[torch.tensor(rows)] = sums
+        batch = order[start : start + batch_size]
+        tokens = torch.full((len(batch), len(runs[batch[0]])), pad, dtype=torch.long)
+        for row, run in enumerate(batch):
+            tokens[row, : len(runs[run])] = torch.tensor(runs[run])
+        triples = [(row, *read) for row, run in enumerate(batch) for read in reads[run]]
+        rows, requests, positions, next_ids = (torch.tensor(column) for column in zip(*triples))
+        residual = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+        logits = logits_at(model, residual, rows, positions)
+        log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), next_ids.to(logits.device)]
+        result.index_add_(0, requests, log_probs.cpu())
     return result

@@ -72,3 +72,25 @@ def test_gemma_recalls_paris_and_is_hijacked_by_chicago(gemma):
     assert int(plain.argmax()) == paris and plain[paris] > 0.5
     assert hijacked[chicago] > 100 * plain[chicago]
     assert int(hijacked.argmax()) == chicago
+    mlp = gemma.blocks[0].mlp  # gated: its forward's W.T.contiguous() must be a no-op
+    assert all(w.T.is_contiguous() for w in (mlp.W_in, mlp.W_gate, mlp.W_out))
+
+
+def test_forward_layout_keeps_values_and_makes_tl_rearrangements_contiguous(gpt2_folder):
+    import einops
+
+    from lca_interp.pretrained import lay_out_for_forward
+
+    model = load_model(gpt2_folder)
+    reference = load_model(gpt2_folder)
+    for param in reference.parameters():
+        param.data = param.data.contiguous()
+    attention = model.blocks[0].attn
+    w_o = einops.rearrange(attention.W_O, "head d_head d_model -> d_model (head d_head)")
+    w_q = einops.rearrange(attention.W_Q, "head d_model d_head -> (head d_head) d_model")
+    assert w_o.is_contiguous() and w_q.is_contiguous()
+    assert lay_out_for_forward(model) is model  # idempotent
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
+        assert torch.equal(ours, theirs), name
+    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+    assert torch.allclose(model(tokens), reference(tokens), atol=1e-5)

@@ -8,7 +8,7 @@ import torch
 from conftest import needs_gemma
 
 from lca_interp.pretrained import load_model
-from lca_interp.scoring import encode_prompt, encode_target, target_log_probs
+from lca_interp.scoring import covering_rows, encode_prompt, encode_target, target_log_probs
 
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
@@ -40,6 +40,26 @@ def test_batched_scores_equal_the_slow_loop(gpt2, batch_size):
     fast = target_log_probs(gpt2, PROMPTS, TARGETS, batch_size=batch_size)
     slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(PROMPTS, TARGETS)], dtype=torch.float64)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=0)
+
+
+def test_covering_rows_reads_prefixes_off_longer_sequences():
+    sequences = [(1, 2), (1, 2, 3), (1, 2), (4,), (1, 3), (1,), (4, 5, 6)]
+    runs, run_of = covering_rows(sequences)
+    assert sorted(runs) == [(1, 2, 3), (1, 3), (4, 5, 6)]
+    for sequence, run in zip(sequences, run_of):
+        assert runs[run][: len(sequence)] == sequence
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_requests_sharing_a_row_score_like_separate_runs(gpt2, batch_size):
+    """Both targets of a fact, a repeated request and a prefix request share rows; each score still
+    equals its own slow full-logits run."""
+    prompts = [PROMPTS[0]] * 4 + [PROMPTS[1], PROMPTS[0]]
+    targets = ["Paris", "Paris Hilton", "Chicago", "Paris", "Chicago", "guitar player and singer"]
+    fast = target_log_probs(gpt2, prompts, targets, batch_size=batch_size)
+    slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(prompts, targets)], dtype=torch.float64)
+    assert torch.allclose(fast, slow, atol=1e-4, rtol=0)
+    assert fast[0] == fast[3]
 
 
 def test_scores_are_log_probabilities_of_whole_targets(gpt2):
