@@ -59,6 +59,16 @@ def save_tensors(
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(path: str | os.PathLike, figure) -> None:
     """Save a matplotlib figure (format from the suffix) and close it."""
     import matplotlib.pyplot as plt

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--batch-size", type=int, default=16)
     hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
     hijack.add_argument("--out", type=Path, required=True, help="output folder")
+    hijack.add_argument("--anatomy", action="store_true",
+                        help="also write anatomy.json/.png/.html: heads that read the hijack and write o_, and ablating them")
+    hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
+    hijack.add_argument("--top-heads", type=int, default=3, help="heads the anatomy ablates (and as many random ones)")
     hijack.set_defaults(run=_run_hijack)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
@@ -133,21 +137,29 @@ def _run_reproduce(args: argparse.Namespace) -> None:
 
 
 def _run_hijack(args: argparse.Namespace) -> None:
-    from lca_interp.artifacts import save_figure, write_json
     from lca_interp.evals.hijack import run_hijack
     from lca_interp.facts import load_facts
     from lca_interp.pretrained import load_model
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}.")
+    if args.anatomy and args.anatomy_k < 1:
+        raise ValueError(f"--anatomy-k must be ≥ 1, got {args.anatomy_k}.")
     facts = load_facts(args.dataset, limit=args.limit, seed=args.seed)
     model = load_model(args.model)
     result = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
                         model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-    write_json(args.out / "hijack.json", {**result.to_dict(), "skipped_records": len(facts.skipped)})
-    save_figure(args.out / "hijack.png", result.figure())
-    es = ", ".join(f"k={k}: {v:.3f}" for k, v in zip(result.k, result.efficacy_score))
-    print(f"ES ({args.scheme}, n = {result.n}): {es} → {args.out / 'hijack.json'}")
+    written = result.save(args.out, skipped_records=len(facts.skipped))
+    print(f"{result.summary()} → {written}")
+    if args.anatomy:
+        from lca_interp.evals.anatomy import hijack_anatomy, write_anatomy
+
+        anatomy = hijack_anatomy(model, facts.facts, args.scheme, k=args.anatomy_k, max_prepends=args.max_prepends,
+                                 top_n=args.top_heads, batch_size=args.batch_size, model_name=args.model, seed=args.seed)
+        written = write_anatomy(model, anatomy, args.out)
+        top = ", ".join(f"{row['head']} ({row['dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
+        print(f"heads whose direct vote moves most toward o_: {top}; ES with them ablated: "
+              f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)} → {written}")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

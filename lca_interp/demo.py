@@ -2,8 +2,10 @@
 
 Trains the LCA toy at m = 8 (V = 256), L = 64, d = 128, reports its held-out accuracy beside the
 Bayes ceiling, and writes what a researcher would look at first: the training curve and the
-toy's attention on held-out contexts (an offline circuitsvis page); then measures a quick subset
-of paper A's claims (`lca-interp reproduce --quick` has them all).
+toy's attention on held-out contexts (an offline circuitsvis page); measures a quick subset of
+paper A's claims (`lca-interp reproduce --quick` has them all); and runs paper A's LLM half on
+the offline Gemma-3-270m: generic context hijacking of every country → capital fact, ES(k) for
+k = 0..3 (`lca-interp hijack` runs any model, dataset and scheme).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 from lca_interp import artifacts, report
+from lca_interp.facts import load_capitals
+from lca_interp.pretrained import load_model
 from lca_interp.task import LCATask
 from lca_interp.toy import ToyConfig
+from lca_interp.evals.hijack import HijackResult, run_hijack
 from lca_interp.evals.lca import QUICK
 from lca_interp.evals.reproduce import reproduce
 from lca_interp.train import TrainConfig, eval_set, train
@@ -23,6 +28,8 @@ DEMO_D_MODEL = 128
 # Claims of paper A cheap enough for the demo: the theorems need no training, the rest one toy.
 DEMO_CLAIMS = ("T1", "T2", "C2", "C3", "C9")
 DEMO_TRAIN = dict(steps=3000, batch_size=256, lr=3e-3, eval_every=150, checkpoint_every=1000, seed=0)
+DEMO_LLM = "google/gemma-3-270m"
+DEMO_HIJACK = dict(scheme="generic", max_prepends=3)
 
 
 def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
@@ -56,7 +63,18 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}"
               for c in quick.claims]
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
+    hijack = run_hijack_demo(out / "hijack")
+    lines += [f"{DEMO_LLM}: {hijack.summary()}", f"wrote {out / 'hijack' / 'hijack.json'}, {out / 'hijack' / 'hijack.png'}"]
     summary = {"task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics,
-               "claims": [c.to_dict() for c in quick.claims], "lines": lines}
+               "claims": [c.to_dict() for c in quick.claims], "hijack": hijack.to_dict(), "lines": lines}
     artifacts.write_json(out / "demo.json", summary)
     return summary
+
+
+def run_hijack_demo(out_dir: str | Path) -> HijackResult:
+    """Generic hijacking of every country → capital fact on the offline Gemma-3-270m."""
+    facts = load_capitals(seed=0)
+    model = load_model(DEMO_LLM)
+    result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
+    result.save(out_dir, skipped_records=len(facts.skipped))
+    return result

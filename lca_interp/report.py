@@ -114,10 +114,9 @@ def table_html(rows: Sequence[dict], columns: Sequence[str] | None = None) -> st
 
 def training_figure(history: Sequence[dict], bayes_accuracy: float, title: str):
     """Held-out accuracy and loss against step, with the Bayes ceiling as a dashed line."""
-    import matplotlib
+    from lca_interp.artifacts import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [h["step"] for h in history]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -34,6 +34,7 @@ from jaxtyping import Bool, Float, Int
 from scipy.linalg import subspace_angles
 from torch import Tensor
 
+from lca_interp.hooks.attention import class_attention_matrix
 from lca_interp.task import LCATask, as_generator, hamming_distances, latent_bits
 from lca_interp.toy import LCAToy, ToyConfig
 
@@ -224,7 +225,4 @@ def cluster_attention_matrix(
 ) -> Float[Tensor, "n_clusters n_clusters"]:
     """Mean attention mass from the last position onto each key cluster (columns), averaged over
     contexts whose last token is in each cluster (rows). Rows sum to 1."""
-    key_clusters = torch.nn.functional.one_hot(clusters[x], n_clusters).to(pattern_last.dtype)
-    mass = torch.einsum("bl,blc->bc", pattern_last, key_clusters)  # [batch, key cluster]
-    rows = torch.nn.functional.one_hot(clusters[x[:, -1]], n_clusters).to(pattern_last.dtype)
-    return (rows.T @ mass) / rows.sum(0).clamp_min(1)[:, None]
+    return class_attention_matrix(pattern_last, clusters[x], clusters[x[:, -1]], n_clusters)

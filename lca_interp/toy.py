@@ -150,6 +150,10 @@ class ToyBlock(nn.Module):
 class LCAToy(HookedTransformer):
     """f(x) of the LCA paper with TL hook names. See the module docstring for conventions."""
 
+    # Read by the probes (hooks.attribution): the block's output replaces the stream, so the
+    # embeddings reach the logits only through attention.
+    has_residual_stream = False
+
     def __init__(self, cfg: ToyConfig):
         tl_cfg = HookedTransformerConfig(
             n_layers=1,

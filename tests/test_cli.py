@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import needs_gemma
 
 from lca_interp.cli import main
 
@@ -53,11 +54,16 @@ def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
     assert "unknown claim" in capsys.readouterr().err
 
 
-def test_demo_writes_its_outputs(tmp_path):
+@needs_gemma
+def test_demo_writes_its_outputs(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
     for name in ["toy/model.safetensors", "toy/metrics.json", "training.png", "attention.html",
-                 "claims/claims.json", "claims/report.html", "demo.json"]:
+                 "claims/claims.json", "claims/report.html", "hijack/hijack.json", "hijack/hijack.png", "demo.json"]:
         assert (tmp_path / name).exists(), name
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["metrics"]["bayes_accuracy"] > summary["metrics"]["accuracy"]
     assert {c["id"] for c in summary["claims"]} == {"T1", "T2", "C2", "C3", "C9"}
+    hijack = summary["hijack"]  # every country with a capital, generic scheme on Gemma-3-270m
+    assert hijack["dataset"] == "capitals" and hijack["n"] > 200 and hijack["k"] == [0, 1, 2, 3]
+    assert hijack["efficacy_score"][3] > hijack["efficacy_score"][0] + 0.2
+    assert "google/gemma-3-270m: ES (generic, capitals" in capsys.readouterr().out

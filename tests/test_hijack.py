@@ -75,7 +75,8 @@ def test_hijack_cli_writes_json_and_figure(gpt2_folder, tmp_path, capsys):
         assert key in written
     assert written["n"] == 2 and written["k"] == [0, 1, 2]
     assert (out / "hijack.png").stat().st_size > 5_000
-    assert "ES (generic, n = 2)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ES (generic, " in printed and "n = 2): k=0: " in printed
 
 
 def test_hijack_cli_refuses_bad_input(tmp_path, capsys):

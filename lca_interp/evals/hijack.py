@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -76,11 +77,23 @@ class HijackResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def figure(self):
-        import matplotlib
+    def save(self, out_dir: str | Path, **extra) -> Path:
+        """Write `out_dir/hijack.json` (the fields above plus `extra`) and `out_dir/hijack.png`."""
+        from lca_interp import artifacts
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        out = Path(out_dir)
+        artifacts.write_json(out / "hijack.json", {**self.to_dict(), **extra})
+        artifacts.save_figure(out / "hijack.png", self.figure())
+        return out / "hijack.json"
+
+    def summary(self) -> str:
+        es = ", ".join(f"k={k}: {v:.3f}" for k, v in zip(self.k, self.efficacy_score))
+        return f"ES ({self.scheme}, {self.dataset}, n = {self.n}): {es}"
+
+    def figure(self):
+        from lca_interp.artifacts import pyplot
+
+        plt = pyplot()
 
         fig, (ax_es, ax_p) = plt.subplots(1, 2, figsize=(10, 3.6))
         ax_es.plot(self.k, self.efficacy_score, marker="o", label="ES")

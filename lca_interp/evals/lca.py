@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lca_interp import theory
+from lca_interp.artifacts import pyplot as _plt
 from lca_interp.evals.zoo import TrainedToy, Zoo
 from lca_interp.task import LCATask
 from lca_interp.toy import LCAToy, ToyConfig
@@ -106,15 +107,6 @@ def mean_sd(values: Sequence[float]) -> dict:
     values = [float(v) for v in values]
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"per_seed": values, "mean": statistics.fmean(values), "sd": sd}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _log_x(ax, values: Sequence[int], label: str) -> None:

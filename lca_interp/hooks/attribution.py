@@ -1,0 +1,294 @@
+"""Direct logit attribution and the logit lens: what each component writes toward an answer.
+
+Context
+-------
+The residual stream at the last layer is a sum: token (and position) embeddings, plus every
+attention layer's output, plus every MLP's output. An attention layer's output is itself a sum
+over heads, z_h W_O[h], plus the bias b_O. The logit difference logit(A) − logit(B) reads the
+normalised stream along W_U[:, A] − W_U[:, B], so each term has a direct contribution; paper A
+uses this to ask which heads carry a hijack, paper B which heads pass the country to the answer.
+
+How normalisation is handled (exact, not approximate)
+-----------------------------------------------------
+Every normalisation the stream passes through is linear once its scale is fixed: LayerNorm is
+(x − mean x) / s · w + b, RMSNorm x / s · w. Here each scale s is frozen at its value on the
+actual run (read from its `hook_scale`, as TL's `ActivationCache.apply_ln_to_stack` does), and
+the centring, division and weight are applied to every component separately. The pieces then
+add up exactly to the model's logit difference:
+
+    Σ_components c · (W_U[:, A] − W_U[:, B]) + (b_final · ΔW_U if LayerNorm has a bias) + Δb_U
+        = logit(A) − logit(B)
+
+which the tests check to 1e-4 relative. This covers `ln_final` and, in models that normalise a
+layer's output before adding it (Gemma 2/3's `ln1_post`/`ln2_post`, OLMo's post-norm), the
+per-head contributions inside that norm. Output soft-capping (Gemma 2) is not linear: the
+attribution is to the logits before the cap. A model without a residual stream (the LCA toy,
+whose output replaces the stream) declares `has_residual_stream = False`; then only its last
+layer's attention output reaches the logits.
+
+The logit lens reads the residual stream after each layer through `ln_final` (its scale
+recomputed on that partial stream, as the lens is usually defined) and the unembedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.components import LayerNorm, LayerNormPre
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+from lca_interp.hooks.select import Inputs, as_tokens, last_positions
+from lca_interp.scoring import encode_target, logits_at
+
+Targets = Union[int, str, Sequence[Union[int, str]], Int[Tensor, "batch"]]
+
+
+def target_tokens(model, targets: Targets, batch: int) -> Int[Tensor, "batch"]:
+    """One token id per prompt: an id, or a word whose first token (with a leading space) is used."""
+    items = targets.tolist() if isinstance(targets, Tensor) else [targets] * batch if isinstance(targets, (int, str)) else list(targets)
+    if len(items) != batch:
+        raise ValueError(f"got {len(items)} targets for {batch} prompts.")
+    ids = [item if isinstance(item, int) else encode_target(model, item)[0] for item in items]
+    if not all(0 <= i < model.cfg.d_vocab for i in ids):
+        raise ValueError(f"target ids must lie in 0..{model.cfg.d_vocab - 1}.")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------- normalisation, frozen
+
+
+@dataclass(frozen=True)
+class FrozenNorm:
+    """A LayerNorm/RMSNorm as the linear map it is once its scale is read off the run."""
+
+    scale_hook: str
+    centre: bool
+    weight: Optional[Tensor]  # float64, CPU
+    bias: Optional[Tensor]
+
+    def apply(self, x: Float[Tensor, "... d_model"], scale: Float[Tensor, "... 1"]) -> Float[Tensor, "... d_model"]:
+        """The norm applied to one summand of its input: centred, divided by the frozen scale,
+        weighted. The bias is not added here: it is one constant summand of its own."""
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        x = x / scale
+        return x * self.weight if self.weight is not None else x
+
+
+def _frozen(norm, name: str) -> FrozenNorm:
+    as_double = lambda attr: getattr(norm, attr).detach().double().cpu() if hasattr(norm, attr) else None  # noqa: E731
+    return FrozenNorm(f"{name}.hook_scale", isinstance(norm, (LayerNorm, LayerNormPre)), as_double("w"), as_double("b"))
+
+
+def output_norm(model, layer: int) -> Optional[FrozenNorm]:
+    """The norm a layer's attention output passes before joining the stream (Gemma 2/3's
+    `ln1_post`, OLMo's post-norm `ln1`), or None."""
+    cfg = model.cfg
+    if cfg.use_normalization_before_and_after:
+        name = "ln1_post"
+    elif cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        name = "ln1"
+    else:
+        return None
+    return _frozen(getattr(model.blocks[layer], name), f"blocks.{layer}.{name}")
+
+
+def final_norm(model) -> Optional[FrozenNorm]:
+    if model.cfg.normalization_type is None or not hasattr(model, "ln_final"):
+        return None
+    return _frozen(model.ln_final, "ln_final")
+
+
+# ---------------------------------------------------------------------- attribution
+
+
+@dataclass
+class LogitAttribution:
+    """Direct contributions to logit(A) − logit(B) at one position per prompt.
+
+    `contributions[:, i]` belongs to `labels[i]`: "embed", "pos_embed", "L{l}H{h}" (one head),
+    "L{l} attn bias", "L{l} MLP", "final norm bias", "unembed bias". Their sum over components
+    equals `logit_diff`, the model's own (pre-softcap) logit difference.
+    """
+
+    labels: list[str]
+    contributions: Float[Tensor, "batch component"]
+    logit_diff: Float[Tensor, "batch"]
+    n_layers: int
+    n_heads: int
+
+    def heads(self) -> Float[Tensor, "batch layer head"]:
+        index = [self.labels.index(f"L{l}H{h}") for l in range(self.n_layers) for h in range(self.n_heads)]
+        return self.contributions[:, index].reshape(-1, self.n_layers, self.n_heads)
+
+    def mean(self) -> dict[str, float]:
+        return dict(zip(self.labels, self.contributions.mean(0).tolist()))
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "mean_contribution": self.contributions.mean(0).tolist(),
+                "logit_diff": self.logit_diff.tolist()}
+
+    def figure(self, top: int = 20, title: str = ""):
+        """Bar chart of the `top` components by |mean contribution|."""
+        from lca_interp.artifacts import pyplot
+
+        plt = pyplot()
+
+        means = self.contributions.mean(0)
+        order = means.abs().argsort(descending=True)[:top].tolist()[::-1]
+        fig, ax = plt.subplots(figsize=(6, 0.28 * len(order) + 1.2))
+        ax.barh([self.labels[i] for i in order], [float(means[i]) for i in order],
+                color=["tab:red" if means[i] < 0 else "tab:blue" for i in order])
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.set(xlabel="mean direct contribution to logit(A) − logit(B)",
+               title=title or f"direct logit attribution (mean logit diff {float(self.logit_diff.mean()):.2f})")
+        fig.tight_layout()
+        return fig
+
+
+@torch.no_grad()
+def direct_logit_attribution(
+    model,
+    inputs: Inputs,
+    target_a: Targets,
+    target_b: Targets,
+    positions: Optional[Int[Tensor, "batch"]] = None,
+) -> LogitAttribution:
+    """Contribution of every head, attention bias, MLP and embedding to logit(A) − logit(B).
+
+    `positions` defaults to each prompt's last real token. Targets are token ids or words (first
+    token of " " + word), one for all prompts or one per prompt.
+    """
+    cfg = model.cfg
+    tokens = as_tokens(model, inputs)
+    batch = tokens.shape[0]
+    positions = last_positions(model, inputs) if positions is None else torch.as_tensor(positions, dtype=torch.long)
+    rows = torch.arange(batch)
+    direction = model.unembed.W_U[:, target_tokens(model, target_a, batch)] - model.unembed.W_U[:, target_tokens(model, target_b, batch)]
+    direction = direction.T  # [batch, d_model]
+    a_ids, b_ids = target_tokens(model, target_a, batch), target_tokens(model, target_b, batch)
+    W_U = model.unembed.W_U.detach()
+    direction = (W_U[:, a_ids] - W_U[:, b_ids]).T.double().cpu()  # [batch, d_model]
+    residual_stream = getattr(model, "has_residual_stream", True)
+    layers = list(range(cfg.n_layers)) if residual_stream else [cfg.n_layers - 1]
+    norms = {l: output_norm(model, l) for l in layers}
+    final = final_norm(model)
+
+    last_resid = f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+    wanted = {f"blocks.{l}.attn.hook_z" for l in layers} | {last_resid}
+    wanted |= {norm.scale_hook for norm in [*norms.values(), final] if norm is not None}
+    if residual_stream:
+        wanted.add("hook_embed")
+        if cfg.positional_embedding_type == "standard" and "hook_pos_embed" in model.hook_dict:
+            wanted.add("hook_pos_embed")
+        if not cfg.attn_only:
+            wanted |= {f"blocks.{l}.hook_mlp_out" for l in layers}
+    picked: dict[str, Tensor] = {}
+
+    def keep(activation: Tensor, hook) -> None:  # only the scored position of each prompt
+        picked[hook.name] = activation[rows.to(activation.device), positions.to(activation.device)].double().cpu()
+
+    with model.hooks(fwd_hooks=[(name, keep) for name in sorted(wanted)]):
+        model(tokens, return_type=None)
+
+    labels: list[str] = []
+    parts: list[Tensor] = []  # each [batch, d_model]: one summand of the final residual stream
+    for name, label in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
+        if name in picked:
+            labels.append(label)
+            parts.append(picked[name])
+    for l in layers:
+        attn, norm = model.blocks[l].attn, norms[l]
+        heads = torch.einsum("bhd,hdm->bhm", picked[f"blocks.{l}.attn.hook_z"], attn.W_O.detach().double().cpu())
+        bias = attn.b_O.detach().double().cpu().expand(batch, -1)
+        if norm is not None:
+            scale = picked[norm.scale_hook]
+            heads, bias = norm.apply(heads, scale[:, None]), norm.apply(bias, scale)
+        labels += [f"L{l}H{h}" for h in range(cfg.n_heads)] + [f"L{l} attn bias"]
+        parts += [*heads.unbind(1), bias]
+        if norm is not None and norm.bias is not None:
+            labels.append(f"L{l} attn norm bias")
+            parts.append(norm.bias.expand(batch, -1))
+        if f"blocks.{l}.hook_mlp_out" in picked:
+            labels.append(f"L{l} MLP")
+            parts.append(picked[f"blocks.{l}.hook_mlp_out"])
+    stack = torch.stack(parts, 1)  # [batch, component, d_model]
+    stream = picked[last_resid]
+    if final is not None:
+        scale = picked[final.scale_hook]
+        stack, stream = final.apply(stack, scale[:, None]), final.apply(stream, scale)
+    contributions = torch.einsum("bcm,bm->bc", stack, direction)
+    constants = {"unembed bias": (model.unembed.b_U.detach().double().cpu()[a_ids] - model.unembed.b_U.detach().double().cpu()[b_ids])}
+    if final is not None and final.bias is not None:
+        constants = {"final norm bias": direction @ final.bias, **constants}
+    labels += list(constants)
+    contributions = torch.cat([contributions, torch.stack(list(constants.values()), 1)], 1)
+    # The model's own logit difference, from its final stream: what the pieces must add up to.
+    logit_diff = (stream * direction).sum(-1) + sum(constants.values())
+    return LogitAttribution(labels, contributions.float(), logit_diff.float(), cfg.n_layers, cfg.n_heads)
+
+
+# ---------------------------------------------------------------------- logit lens
+
+
+@dataclass
+class LogitLens:
+    """The next-token distribution read off the residual stream after each stage.
+
+    `stages` are "embed" (the stream entering layer 0) and "L0".."L{n-1}" (after each layer);
+    `probabilities[b, s, j]` is P(tracked[j]) at stage s for prompt b, and `top_tokens[b, s]`
+    the most likely token there. The last stage equals the model's own output distribution.
+    """
+
+    stages: list[str]
+    probabilities: Float[Tensor, "batch stage tracked"]
+    top_tokens: Int[Tensor, "batch stage"]
+
+    def to_dict(self) -> dict:
+        return {"stages": self.stages, "mean_probabilities": self.probabilities.mean(0).tolist(),
+                "top_tokens": self.top_tokens.tolist()}
+
+
+@torch.no_grad()
+def logit_lens(
+    model,
+    inputs: Inputs,
+    tracked: Sequence[Targets],
+    positions: Optional[Int[Tensor, "batch"]] = None,
+    chunk: int = 64,
+) -> LogitLens:
+    """P(each tracked target) after every layer at one position per prompt (default: the last
+    real token). Each entry of `tracked` is a target spec as in `direct_logit_attribution`."""
+    tokens = as_tokens(model, inputs)
+    batch, n_layers = tokens.shape[0], model.cfg.n_layers
+    positions = last_positions(model, inputs) if positions is None else torch.as_tensor(positions, dtype=torch.long)
+    ids = torch.stack([target_tokens(model, target, batch) for target in tracked], 1)  # [batch, tracked]
+    rows = torch.arange(batch)
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    streams: dict[str, Tensor] = {}
+
+    def keep(activation: Tensor, hook) -> None:
+        streams[hook.name] = activation[rows.to(activation.device), positions.to(activation.device)]
+
+    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+        model(tokens, return_type=None)
+    stacked = torch.stack([streams[name] for name in names], 1)  # [batch, stage, d_model]
+    flat = stacked.reshape(-1, 1, stacked.shape[-1])
+    probabilities, top = [], []
+    for start in range(0, flat.shape[0], chunk):  # a [chunk, d_vocab] block of logits at a time
+        part = flat[start : start + chunk]
+        index = torch.arange(part.shape[0])
+        log_probs = logits_at(model, part, index, torch.zeros_like(index)).float().log_softmax(-1).cpu()
+        owners = torch.arange(start, start + part.shape[0]) // len(names)
+        probabilities.append(log_probs.gather(1, ids[owners]).exp())
+        top.append(log_probs.argmax(-1))
+    return LogitLens(
+        stages=["embed"] + [f"L{l}" for l in range(n_layers)],
+        probabilities=torch.cat(probabilities).reshape(batch, len(names), -1),
+        top_tokens=torch.cat(top).reshape(batch, len(names)),
+    )

@@ -1,0 +1,81 @@
+"""Which layers, heads, hook points and inputs a probe acts on, validated in one place.
+
+Probes accept what a researcher types in a REPL: `layers=None` for all, an int or a list; heads
+as `(layer, head)` pairs; inputs as a string, a list of strings or a token tensor. Anything out
+of range is refused with one sentence before a hook is attached, so a typo never silently
+measures nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Union
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+Inputs = Union[str, Sequence[str], Int[Tensor, "batch pos"]]
+Head = tuple[int, int]
+
+
+def layers_of(model, layers: Union[int, Iterable[int], None] = None) -> list[int]:
+    """Sorted distinct layer indices; None means every layer. Negative indices count from the end."""
+    n = model.cfg.n_layers
+    if layers is None:
+        return list(range(n))
+    chosen = [layers] if isinstance(layers, int) else list(layers)
+    if not chosen:
+        raise ValueError("no layers given; pass None for every layer.")
+    for layer in chosen:
+        if not isinstance(layer, int) or not -n <= layer < n:
+            raise ValueError(f"layer {layer!r} does not exist; the model has layers 0..{n - 1}.")
+    return sorted({layer % n for layer in chosen})
+
+
+def heads_of(model, heads: Iterable[Head]) -> list[Head]:
+    """Distinct (layer, head) pairs in the order given, each checked against the model."""
+    chosen = list(dict.fromkeys((int(layer), int(head)) for layer, head in heads))
+    if not chosen:
+        raise ValueError("no heads given; pass (layer, head) pairs.")
+    for layer, head in chosen:
+        layers_of(model, layer)
+        if not 0 <= head < model.cfg.n_heads:
+            raise ValueError(f"head {head} does not exist in layer {layer}; heads are 0..{model.cfg.n_heads - 1}.")
+    return [(layer % model.cfg.n_layers, head) for layer, head in chosen]
+
+
+def require_hook(model, name: str) -> str:
+    """`name` if the model has that hook point, else a ValueError naming a close match."""
+    if name not in model.hook_dict:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(model.hook_dict), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; see model.hook_dict for the names."
+        raise ValueError(f"the model has no hook point {name!r}{hint}")
+    return name
+
+
+def as_tokens(model, inputs: Inputs) -> Int[Tensor, "batch pos"]:
+    """A token tensor on the model's device. Strings use the model's tokenizer and BOS convention
+    (a list is right-padded); a tensor is taken as it is, [pos] or [batch, pos]."""
+    if isinstance(inputs, Tensor):
+        if inputs.dtype.is_floating_point or inputs.ndim not in (1, 2):
+            raise ValueError(f"token ids must be an integer tensor [batch, pos] or [pos], got {inputs.dtype} {tuple(inputs.shape)}.")
+        tokens = inputs if inputs.ndim == 2 else inputs[None]
+    else:
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError("this model has no tokenizer; pass token ids as an integer tensor [batch, pos].")
+        tokens = model.to_tokens(inputs, padding_side="right", truncate=False)
+    if tokens.shape[-1] > model.cfg.n_ctx:
+        raise ValueError(f"the input is {tokens.shape[-1]} tokens, longer than the model's context of {model.cfg.n_ctx}.")
+    return tokens.to(model.cfg.device)
+
+
+def last_positions(model, inputs: Inputs) -> Int[Tensor, "batch"]:
+    """Index of each row's last real token: strings are right-padded, tensors are taken as full."""
+    tokens = as_tokens(model, inputs)
+    if isinstance(inputs, Tensor) or isinstance(inputs, str):
+        return torch.full((tokens.shape[0],), tokens.shape[-1] - 1, dtype=torch.long)
+    lengths = [len(model.to_tokens(text, truncate=False)[0]) for text in inputs]
+    return torch.tensor(lengths, dtype=torch.long) - 1

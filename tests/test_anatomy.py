@@ -1,0 +1,94 @@
+"""Hijack anatomy: locating the parts of a prompt, the LLM analysis end to end (random GPT-2 and
+Gemma-3-270m), and the toy's exact split of its logit difference by source."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import needs_gemma
+
+from lca_interp.cli import main
+from lca_interp.evals.anatomy import hijack_anatomy, prompt_spans, toy_hijack_anatomy, write_anatomy
+from lca_interp.evals.hijack import hijacked_prompt
+from lca_interp.facts import Fact
+from lca_interp.pretrained import load_model
+
+EIFFEL = Fact.from_template("{} is located in the city of", "The Eiffel Tower", "Paris", "Chicago", case_id="eiffel")
+DARRIEUX = Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "English", case_id="dd")
+FACTS = [EIFFEL, DARRIEUX, Fact.from_template("The capital of {} is", "France", "Paris", "Rome", case_id="fr")]
+
+
+@pytest.fixture(scope="module")
+def gpt2(gpt2_folder):
+    return load_model(gpt2_folder)
+
+
+@pytest.mark.parametrize("scheme", ["generic", "negation", "reverse-generic"])
+def test_spans_decode_to_the_parts_they_name(gpt2, scheme):
+    for fact in FACTS:
+        text = hijacked_prompt(fact, scheme, 2)
+        str_tokens = gpt2.to_str_tokens(text)
+        spans = prompt_spans(gpt2, fact, scheme, 2)
+        named = fact.target_true if scheme.startswith("reverse") else fact.target_false
+        assert "".join(str_tokens[i] for i in spans.subject).strip() == fact.subject
+        assert "".join(str_tokens[i] for i in spans.named).split() == [named, named]
+        context = "".join(str_tokens[i] for i in spans.context)
+        assert context == text[: len(text) - len(fact.prompt) - 1]
+        assert spans.context[0] == 1 and max(spans.context) < min(spans.subject)
+    assert prompt_spans(gpt2, EIFFEL, "generic", 0).context == []
+
+
+def test_anatomy_end_to_end_on_a_random_gpt2(gpt2, tmp_path):
+    anatomy = hijack_anatomy(gpt2, FACTS, "generic", k=2, max_prepends=2, top_n=2, progress=False)
+    n_layers, n_heads = gpt2.cfg.n_layers, gpt2.cfg.n_heads
+    assert torch.tensor(anatomy.mass_context).shape == (n_layers, n_heads)
+    shift = torch.tensor(anatomy.dla_shift)
+    assert torch.allclose(shift, torch.tensor(anatomy.dla_hijacked) - torch.tensor(anatomy.dla_clean))
+    assert [f"L{l}H{h}" for l, h in anatomy.top_heads] == [row["head"] for row in anatomy.ranked_heads(2)]
+    assert not set(anatomy.top_heads) & set(anatomy.control_heads)
+    assert len(anatomy.es_baseline) == len(anatomy.es_top_ablated) == 3
+    assert all(0 <= m <= 1 + 1e-6 for row in anatomy.mass_context for m in row)
+    write_anatomy(gpt2, anatomy, tmp_path)
+    data = json.loads((tmp_path / "anatomy.json").read_text())
+    assert data["ranked_heads"][0]["head"] == f"L{anatomy.top_heads[0][0]}H{anatomy.top_heads[0][1]}"
+    page = (tmp_path / "anatomy.html").read_text()
+    assert page.count("AttentionHeads") >= 3 and "<script src=" not in page  # offline: the library is inlined
+    assert all(not hook.fwd_hooks for hook in gpt2.hook_dict.values())
+
+
+def test_anatomy_refuses_bad_settings(gpt2):
+    with pytest.raises(ValueError, match="k must be ≥ 1"):
+        hijack_anatomy(gpt2, FACTS, k=0)
+    with pytest.raises(ValueError, match="top_n"):
+        hijack_anatomy(gpt2, FACTS, top_n=100)
+
+
+def test_toy_split_by_source_adds_up_to_its_logit_difference(make_toy, randomize):
+    from lca_interp.task import LCATask
+
+    task = LCATask(m=4, omega=0.5, beta=1.0, context_len=8)
+    toy = randomize(make_toy(d_vocab=16, d_model=16, n_ctx=8))
+    anatomy = toy_hijack_anatomy(toy, task, n=300, fractions=(0.0, 0.5, 1.0))
+    for foreign, own, total in zip(anatomy.write_foreign, anatomy.write_own, anatomy.logit_diff):
+        assert foreign + own == pytest.approx(total, abs=1e-4)
+    assert anatomy.mass_foreign[0] == 0 and anatomy.uniform_foreign == pytest.approx([0, 3 / 8, 7 / 8])
+
+
+@needs_gemma
+def test_gemma_anatomy_cli_on_three_facts(tmp_path, capsys):
+    records = [{"case_id": i, "requested_rewrite": {"prompt": p, "subject": s, "target_true": {"str": t}, "target_new": {"str": f}}}
+               for i, (p, s, t, f) in enumerate([("{} is located in the city of", "The Eiffel Tower", "Paris", "Chicago"),
+                                                 ("The mother tongue of {} is", "Danielle Darrieux", "French", "English"),
+                                                 ("{} is located in the country of", "Mount Fuji", "Japan", "Brazil")])]
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    assert main(["hijack", "--model", "google/gemma-3-270m", "--dataset", str(data), "--max-prepends", "1",
+                 "--anatomy", "--top-heads", "2", "--out", str(out)]) == 0
+    anatomy = json.loads((out / "anatomy.json").read_text())
+    assert anatomy["es_baseline"][1] > anatomy["es_baseline"][0]
+    assert torch.tensor(anatomy["dla_shift"]).shape == (18, 4)
+    assert (out / "anatomy.html").exists() and (out / "anatomy.png").stat().st_size > 10_000
+    assert "heads whose direct vote moves most toward o_" in capsys.readouterr().out
