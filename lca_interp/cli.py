@@ -56,19 +56,33 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(run=_run_reproduce)
 
     hijack = commands.add_parser("hijack", help="context hijacking: ES(k) of a pretrained LLM on fact data")
-    hijack.add_argument("--model", required=True, help="TL model name, local HF folder, or google/gemma-3-270m offline")
-    hijack.add_argument("--dataset", required=True, help="counterfact, capitals, or a CounterFact JSON file")
+    hijack.add_argument("--model", required=True,
+                        help="TL model name, local HF folder, google/gemma-3-270m offline, or a trained LCA toy folder (with --anatomy)")
+    hijack.add_argument("--dataset", help="counterfact, capitals, or a CounterFact JSON file (not for a toy)")
     hijack.add_argument("--scheme", choices=["generic", "negation", "reverse-generic", "reverse-negation"], default="generic")
     hijack.add_argument("--max-prepends", type=int, default=3, help="largest k")
     hijack.add_argument("--limit", type=int, default=None, help="first N facts")
     hijack.add_argument("--batch-size", type=int, default=16)
     hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
     hijack.add_argument("--out", type=Path, required=True, help="output folder")
+    hijack.add_argument("--mitigation", choices=["masked", "intercept", "both"], default=None,
+                        help="paper B's mitigations during the hijack (the intercept is fitted on capitals); ES is reported with and without")
     hijack.add_argument("--anatomy", action="store_true",
                         help="also write anatomy.json/.png/.html: heads that read the hijack and write o_, and ablating them")
     hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
     hijack.add_argument("--top-heads", type=int, default=3, help="heads the anatomy ablates (and as many random ones)")
     hijack.set_defaults(run=_run_hijack)
+
+    recall = commands.add_parser("recall", help="paper B: factual-recall mechanisms and the two mitigations")
+    recall.add_argument("--model", required=True, help="TL model name, local HF folder, or google/gemma-3-270m offline")
+    recall.add_argument("--dataset", default="capitals", help="capitals (default), counterfact, or a CounterFact JSON file")
+    recall.add_argument("--shots", type=int, default=3, help="demonstrations in the few-shot prompts")
+    recall.add_argument("--limit", type=int, default=None, help="first N facts with a single-token answer")
+    recall.add_argument("--mlp-layer", type=int, default=None, help="MLP to decompose (default: after the top head)")
+    recall.add_argument("--batch-size", type=int, default=16)
+    recall.add_argument("--seed", type=int, default=0)
+    recall.add_argument("--out", type=Path, required=True, help="output folder")
+    recall.set_defaults(run=_run_recall)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
@@ -145,11 +159,24 @@ def _run_hijack(args: argparse.Namespace) -> None:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}.")
     if args.anatomy and args.anatomy_k < 1:
         raise ValueError(f"--anatomy-k must be ≥ 1, got {args.anatomy_k}.")
+    if _is_toy_run(args.model):
+        return _run_toy_anatomy(args)
+    if args.dataset is None:
+        raise ValueError("--dataset is required for a pretrained model: counterfact, capitals, or a CounterFact JSON file.")
     facts = load_facts(args.dataset, limit=args.limit, seed=args.seed)
     model = load_model(args.model)
     result = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
                         model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-    written = result.save(args.out, skipped_records=len(facts.skipped))
+    extra = {"skipped_records": len(facts.skipped)}
+    if args.mitigation:
+        from lca_interp.evals.recall import final_intercept, mitigation
+
+        with mitigation(model, args.mitigation, final_intercept(model, batch_size=args.batch_size)):
+            mitigated = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
+                                   model_name=args.model, dataset_name=args.dataset, seed=args.seed)
+        extra["mitigation"] = {"name": args.mitigation, **mitigated.to_dict()}
+        print(f"with the {args.mitigation} mitigation: {mitigated.summary()}")
+    written = result.save(args.out, **extra)
     print(f"{result.summary()} → {written}")
     if args.anatomy:
         from lca_interp.evals.anatomy import hijack_anatomy, write_anatomy
@@ -160,6 +187,49 @@ def _run_hijack(args: argparse.Namespace) -> None:
         top = ", ".join(f"{row['head']} ({row['dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
         print(f"heads whose direct vote moves most toward o_: {top}; ES with them ablated: "
               f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)} → {written}")
+
+
+def _run_recall(args: argparse.Namespace) -> None:
+    from lca_interp.evals.recall import run_recall, write_recall
+    from lca_interp.facts import load_facts
+    from lca_interp.pretrained import load_model
+
+    if args.limit is not None and args.limit < 2:
+        raise ValueError(f"--limit must be ≥ 2, got {args.limit}.")
+    facts = load_facts(args.dataset, seed=args.seed).facts
+    model = load_model(args.model)
+    result, _ = run_recall(model, facts, shots=args.shots, limit=args.limit, mlp_layer=args.mlp_layer,
+                           batch_size=args.batch_size, model_name=args.model, seed=args.seed)
+    written = write_recall(result, args.out)
+    fixes = ", ".join(f"{name} {result.zero_shot[name]['p_mean']:.4f}" for name in ("masked", "intercept", "both"))
+    top = ", ".join(f"{h['head']} ({h['patch_effect']:+.3f})" for h in result.heads[:3])
+    print(f"P(answer), zero-shot, n = {result.n}: baseline {result.zero_shot['baseline']['p_mean']:.4f}, {fixes}; "
+          f"{result.shots}-shot baseline {result.few_shot['baseline']['p_mean']:.4f}; argument-passing heads {top} → {written}")
+
+
+def _is_toy_run(model: str) -> bool:
+    import json
+
+    config = Path(model) / "config.json"
+    try:
+        return config.is_file() and "task" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _run_toy_anatomy(args: argparse.Namespace) -> None:
+    """The LCA toy has no facts: its hijack is a context mixed with another output's."""
+    from lca_interp.evals.anatomy import toy_hijack_anatomy, write_toy_anatomy
+    from lca_interp.train import load_toy
+
+    if not args.anatomy or args.dataset is not None:
+        raise ValueError(f"{args.model} is a trained LCA toy: pass --anatomy and no --dataset (its hijack mixes contexts of two outputs).")
+    model, task = load_toy(args.model)
+    anatomy = toy_hijack_anatomy(model, task, seed=args.seed)
+    written = write_toy_anatomy(model, task, anatomy, args.out, seed=args.seed)
+    rows = ", ".join(f"{f:.2f}: {m:.3f}/{u:.3f}" for f, m, u in zip(anatomy.fractions, anatomy.mass_foreign, anatomy.uniform_foreign))
+    print(f"toy: attention on foreign tokens / uniform share, by mixed fraction: {rows}; flip rate "
+          f"{', '.join(f'{r:.3f}' for r in anatomy.flip_rate)} → {written}")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

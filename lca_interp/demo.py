@@ -5,7 +5,10 @@ Bayes ceiling, and writes what a researcher would look at first: the training cu
 toy's attention on held-out contexts (an offline circuitsvis page); measures a quick subset of
 paper A's claims (`lca-interp reproduce --quick` has them all); and runs paper A's LLM half on
 the offline Gemma-3-270m: generic context hijacking of every country → capital fact, ES(k) for
-k = 0..3 (`lca-interp hijack` runs any model, dataset and scheme).
+k = 0..3 (`lca-interp hijack` runs any model, dataset and scheme). The toy is hijacked too, the
+way paper A's toy experiment does it: contexts mixed with another output's, with the attention
+and value-matrix anatomy of that hijack (`toy_anatomy/`). Last, a short paper-B recall study on
+Gemma-3-270m (`recall/`; `lca-interp recall` runs it on any model and fact set).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from lca_interp.facts import load_capitals
 from lca_interp.pretrained import load_model
 from lca_interp.task import LCATask
 from lca_interp.toy import ToyConfig
+from lca_interp.evals.anatomy import toy_hijack_anatomy, write_toy_anatomy
 from lca_interp.evals.hijack import HijackResult, run_hijack
 from lca_interp.evals.lca import QUICK
+from lca_interp.evals.recall import run_recall, write_recall
 from lca_interp.evals.reproduce import reproduce
 from lca_interp.train import TrainConfig, eval_set, train
 
@@ -30,6 +35,8 @@ DEMO_CLAIMS = ("T1", "T2", "C2", "C3", "C9")
 DEMO_TRAIN = dict(steps=3000, batch_size=256, lr=3e-3, eval_every=150, checkpoint_every=1000, seed=0)
 DEMO_LLM = "google/gemma-3-270m"
 DEMO_HIJACK = dict(scheme="generic", max_prepends=3)
+DEMO_CAPITALS_LIMIT: Optional[int] = None  # every country with a capital
+DEMO_RECALL = dict(limit=10, shots=3)
 
 
 def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
@@ -54,10 +61,16 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
             *report.toy_attention_views(result.model, task, x[:3], y[:3]),
         ],
     )
+    toy_anatomy = toy_hijack_anatomy(result.model, task)
+    write_toy_anatomy(result.model, task, toy_anatomy, out / "toy_anatomy")
     lines = [
         f"toy accuracy {metrics['accuracy']:.4f}, Bayes ceiling {metrics['bayes_accuracy']:.4f} "
         f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)",
         f"wrote {out / 'toy'}, {out / 'training.png'}, {out / 'attention.html'}",
+        f"toy hijacked by mixing in another output's context (fractions {toy_anatomy.fractions}): flip rate "
+        f"{', '.join(f'{r:.3f}' for r in toy_anatomy.flip_rate)}; attention on foreign tokens "
+        f"{', '.join(f'{m:.3f}' for m in toy_anatomy.mass_foreign)} (uniform would give "
+        f"{', '.join(f'{u:.3f}' for u in toy_anatomy.uniform_foreign)}) → {out / 'toy_anatomy' / 'anatomy.html'}",
     ]
     quick = reproduce(out / "claims", QUICK, seeds=1, claim_ids=DEMO_CLAIMS)
     lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}"
@@ -65,15 +78,23 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
     hijack = run_hijack_demo(out / "hijack")
     lines += [f"{DEMO_LLM}: {hijack.summary()}", f"wrote {out / 'hijack' / 'hijack.json'}, {out / 'hijack' / 'hijack.png'}"]
+    recall, _ = run_recall(load_model(DEMO_LLM), **DEMO_RECALL, model_name=DEMO_LLM)
+    write_recall(recall, out / "recall")
+    zero = recall.zero_shot
+    lines += [f"{DEMO_LLM} recall (paper B), {recall.n} zero-shot capital prompts: P(answer) baseline "
+              f"{zero['baseline']['p_mean']:.3f}, final layer masked {zero['masked']['p_mean']:.3f}, final MLP intercept "
+              f"removed {zero['intercept']['p_mean']:.3f}, both {zero['both']['p_mean']:.3f}; top argument-passing head "
+              f"{recall.heads[0]['head']} → {out / 'recall' / 'recall.html'}"]
     summary = {"task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics,
-               "claims": [c.to_dict() for c in quick.claims], "hijack": hijack.to_dict(), "lines": lines}
+               "claims": [c.to_dict() for c in quick.claims], "toy_anatomy": toy_anatomy.to_dict(),
+               "hijack": hijack.to_dict(), "recall": recall.to_dict(), "lines": lines}
     artifacts.write_json(out / "demo.json", summary)
     return summary
 
 
 def run_hijack_demo(out_dir: str | Path) -> HijackResult:
     """Generic hijacking of every country → capital fact on the offline Gemma-3-270m."""
-    facts = load_capitals(seed=0)
+    facts = load_capitals(seed=0, limit=DEMO_CAPITALS_LIMIT)
     model = load_model(DEMO_LLM)
     result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
     result.save(out_dir, skipped_records=len(facts.skipped))

@@ -26,7 +26,7 @@ model's own BOS convention (`cfg.default_prepend_bos`), targets with a leading s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -49,6 +49,17 @@ def encode_prompt(model, prompt: str) -> list[int]:
     return model.to_tokens(prompt, truncate=False)[0].tolist()
 
 
+def token_positions(model, text: str, start: int, end: int) -> list[int]:
+    """Token positions covering characters [start, end) of `text` (with the model's BOS).
+
+    Counts the tokens of text[:start] and text[:end]; refuses when the tokenization of `text`
+    does not start with that of text[:end] (a token straddling the boundary)."""
+    upto = encode_prompt(model, text[:end])
+    if encode_prompt(model, text)[: len(upto)] != upto:
+        raise ValueError(f"the tokenizer merges across character {end} of {text!r}; cannot locate the span.")
+    return list(range(len(encode_prompt(model, text[:start])), len(upto)))
+
+
 def logits_at(
     model, residual: Float[Tensor, "batch pos d_model"], rows: Int[Tensor, "n"], positions: Int[Tensor, "n"]
 ) -> Float[Tensor, "n d_vocab"]:
@@ -62,6 +73,37 @@ def logits_at(
     unembed = model.unembed
     logits = unembed.hook_out(unembed.hook_in(picked) @ unembed.W_U + unembed.b_U)
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, 0]
+
+
+def final_residuals(
+    model, sequences: Sequence[Sequence[int]], batch_size: int, progress: bool = False, desc: str = "score"
+) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"]]]:
+    """(indices, final residual stream) for right-padded batches of token sequences, longest
+    first so each batch pads little and the first shows the peak memory. The blocks run with
+    `stop_at_layer`: no logits are formed here."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    pad = model.tokenizer.pad_token_id if getattr(model.tokenizer, "pad_token_id", None) is not None else 0
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        batch = order[start : start + batch_size]
+        tokens = torch.full((len(batch), len(sequences[batch[0]])), pad, dtype=torch.long)
+        for row, index in enumerate(batch):
+            tokens[row, : len(sequences[index])] = torch.tensor(sequences[index])
+        yield batch, model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+
+
+@torch.no_grad()
+def last_token_logits(
+    model, prompts: Sequence[str], batch_size: int = 16, progress: bool = False
+) -> Iterator[tuple[list[int], Float[Tensor, "batch d_vocab"]]]:
+    """(indices, logits at each prompt's last token) batch by batch: the next-token distribution
+    without the [pos, vocab] grid."""
+    encoded = [encode_prompt(model, prompt) for prompt in prompts]
+    for prompt_ids in encoded:
+        if len(prompt_ids) > model.cfg.n_ctx:
+            raise ValueError(f"a prompt is {len(prompt_ids)} tokens, longer than the model's context of {model.cfg.n_ctx}.")
+    for batch, residual in final_residuals(model, encoded, batch_size, progress, desc="last-token logits"):
+        last = torch.tensor([len(encoded[i]) - 1 for i in batch])
+        yield batch, logits_at(model, residual, torch.arange(len(batch)), last)
 
 
 def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
@@ -119,18 +161,10 @@ def target_log_probs(
     reads: list[list[tuple[int, int, int]]] = [[] for _ in runs]  # (request, position, token)
     for i, (prompt_ids, target_ids) in enumerate(encoded):
         reads[run_of[i]] += [(i, len(prompt_ids) - 1 + j, token) for j, token in enumerate(target_ids)]
-    # Longest first, so each batch pads little and the first batch shows the peak memory.
-    order = sorted(range(len(runs)), key=lambda r: -len(runs[r]))
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     result = torch.zeros(len(encoded), dtype=torch.float64)
-    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress):
-        batch = order[start : start + batch_size]
-        tokens = torch.full((len(batch), len(runs[batch[0]])), pad, dtype=torch.long)
-        for row, run in enumerate(batch):
-            tokens[row, : len(runs[run])] = torch.tensor(runs[run])
+    for batch, residual in final_residuals(model, runs, batch_size, progress):
         triples = [(row, *read) for row, run in enumerate(batch) for read in reads[run]]
         rows, requests, positions, next_ids = (torch.tensor(column) for column in zip(*triples))
-        residual = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
         logits = logits_at(model, residual, rows, positions)
         log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), next_ids.to(logits.device)]
         result.index_add_(0, requests, log_probs.cpu())

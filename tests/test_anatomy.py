@@ -92,3 +92,32 @@ def test_gemma_anatomy_cli_on_three_facts(tmp_path, capsys):
     assert torch.tensor(anatomy["dla_shift"]).shape == (18, 4)
     assert (out / "anatomy.html").exists() and (out / "anatomy.png").stat().st_size > 10_000
     assert "heads whose direct vote moves most toward o_" in capsys.readouterr().out
+
+
+def test_the_write_a_probe_example_runs_on_a_random_gpt2(gpt2):
+    import importlib.util
+    from pathlib import Path
+
+    from lca_interp.facts import load_capitals
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "write_a_probe.py"
+    spec = importlib.util.spec_from_file_location("write_a_probe", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    correlation = example.subject_readers(gpt2, load_capitals(limit=12).facts)
+    assert correlation.shape == (gpt2.cfg.n_layers, gpt2.cfg.n_heads)
+    assert bool((correlation.abs() <= 1 + 1e-5).all()) and bool(correlation.abs().sum() > 0)
+
+
+def test_toy_anatomy_cli_on_a_trained_toy(tmp_path, capsys):
+    run = tmp_path / "toy"
+    assert main(["train", "--m", "4", "--context-len", "8", "--d-model", "16", "--steps", "200", "--lr", "0.01",
+                 "--eval-samples", "500", "--out", str(run)]) == 0
+    out = tmp_path / "anatomy"
+    assert main(["hijack", "--model", str(run), "--anatomy", "--out", str(out)]) == 0
+    anatomy = json.loads((out / "anatomy.json").read_text())
+    assert anatomy["model"] == "lca-toy" and anatomy["fractions"][0] == 0.0
+    assert anatomy["flip_rate"][-1] > anatomy["flip_rate"][0]  # a fully foreign context moves the prediction
+    assert (out / "anatomy.html").read_text().count("AttentionHeads") >= 3
+    assert main(["hijack", "--model", str(run), "--dataset", "capitals", "--out", str(tmp_path / "x")]) == 2
+    assert "is a trained LCA toy" in capsys.readouterr().err

@@ -24,20 +24,31 @@ def pattern_of(model, prompt: str, layer: int) -> torch.Tensor:
     return cache[f"blocks.{layer}.attn.hook_pattern"][0]  # [head, q, k]
 
 
-def test_capture_keeps_only_the_asked_layer_and_heads(gpt2, monkeypatch):
-    cached_keys = []
-    original = gpt2.run_with_cache
+def assert_caches_only_the_asked_pattern(model, monkeypatch, layer: int) -> None:
+    """The capture's cache holds one activation, and the forward stops after that layer."""
+    calls = []
+    original = model.run_with_cache
 
     def spy(*args, **kwargs):
         out, cache = original(*args, **kwargs)
-        cached_keys.append(set(cache.keys()))
+        calls.append((set(cache.keys()), kwargs.get("stop_at_layer")))
         return out, cache
 
-    monkeypatch.setattr(gpt2, "run_with_cache", spy)
-    patterns = capture_patterns(gpt2, PROMPTS[0], layers=0, heads=[1, 3])
-    assert cached_keys == [{"blocks.0.attn.hook_pattern"}]
-    assert list(patterns) == [0] and patterns[0].shape[1] == 2
-    assert torch.allclose(patterns[0][0], pattern_of(gpt2, PROMPTS[0], 0)[[1, 3]], atol=1e-6)
+    monkeypatch.setattr(model, "run_with_cache", spy)
+    patterns = capture_patterns(model, PROMPTS[0], layers=layer, heads=[1, 3])
+    stop = layer + 1 if layer + 1 < model.cfg.n_layers else None
+    assert calls == [({f"blocks.{layer}.attn.hook_pattern"}, stop)]
+    assert list(patterns) == [layer] and patterns[layer].shape[1] == 2
+    assert torch.allclose(patterns[layer][0], pattern_of(model, PROMPTS[0], layer)[[1, 3]], atol=1e-6)
+
+
+def test_capture_keeps_only_the_asked_layer_and_heads(gpt2, monkeypatch):
+    assert_caches_only_the_asked_pattern(gpt2, monkeypatch, 0)
+
+
+@needs_gemma
+def test_capturing_one_gemma_layer_caches_nothing_else(gemma, monkeypatch):
+    assert_caches_only_the_asked_pattern(gemma, monkeypatch, 5)
 
 
 def test_mass_over_prompts_of_different_lengths_matches_single_runs(gpt2):

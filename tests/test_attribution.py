@@ -41,6 +41,13 @@ def test_gpt2_contributions_add_up_to_the_logit_difference(gpt2_folder, processi
     assert ("final norm bias" in attribution.labels) == (not processing)  # folded into W_U when processed
 
 
+def test_single_target_attribution_adds_up_to_its_logit(gpt2_folder):
+    model = load_model(gpt2_folder, processing=False)
+    attribution = direct_logit_attribution(model, PROMPTS, "Paris")
+    expected = last_logits(model, PROMPTS)[:, model.to_single_token(" Paris")]
+    assert torch.allclose(attribution.contributions.sum(1), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_gpt2_head_contribution_by_hand(gpt2_folder):
     """One head: z W_O, centred, divided by ln_final's scale on this run, read along ΔW_U."""
     model = load_model(gpt2_folder)

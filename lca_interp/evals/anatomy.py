@@ -38,20 +38,9 @@ from lca_interp.facts import Fact
 from lca_interp.hooks.attention import attention_mass, capture_patterns
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
-from lca_interp.scoring import encode_prompt, encode_target
+from lca_interp.scoring import encode_target, token_positions
 
 # ---------------------------------------------------------------------- where things are in a prompt
-
-
-def token_positions(model, text: str, start: int, end: int) -> list[int]:
-    """Token positions covering characters [start, end) of `text` (with the model's BOS).
-
-    Counts the tokens of text[:start] and text[:end]; refuses when the tokenization of `text`
-    does not start with that of text[:end] (a token straddling the boundary)."""
-    upto = encode_prompt(model, text[:end])
-    if encode_prompt(model, text)[: len(upto)] != upto:
-        raise ValueError(f"the tokenizer merges across character {end} of {text!r}; cannot locate the span.")
-    return list(range(len(encode_prompt(model, text[:start])), len(upto)))
 
 
 def _with_space(text: str, start: int) -> int:
@@ -337,3 +326,26 @@ def toy_hijack_anatomy(model, task, n: int = 2000, fractions: Sequence[float] = 
         result["logit_diff"].append(float((logits[rows, y_other] - logits[rows, y_own]).mean()))
         result["flip_rate"].append(float((logits.argmax(-1) == y_other).float().mean()))
     return ToyAnatomy(fractions=list(fractions), n=len(y_own), **result)
+
+
+def write_toy_anatomy(model, task, anatomy: ToyAnatomy, out_dir: str | Path, n_views: int = 3, seed: int = 0) -> Path:
+    """`out_dir/anatomy.json`, `anatomy.png` and `anatomy.html` (with the toy's attention on
+    half-mixed contexts) for the toy."""
+    from lca_interp import artifacts, report
+    from lca_interp.evals.lca import mix_contexts
+
+    out = Path(out_dir)
+    artifacts.write_json(out / "anatomy.json", {"model": "lca-toy", "task": task.to_dict(), **anatomy.to_dict()})
+    artifacts.save_figure(out / "anatomy.png", anatomy.figure())
+    x_own, y_own = task.sample(n_views, seed=seed)
+    x_other, _ = task.sample(n_views, seed=seed + 1)
+    report.write_page(out / "anatomy.html", "LCA toy hijacked by mixed contexts", [
+        "<p>The first half of each context below comes from another output's context; the heading "
+        "names the own output and the toy's prediction.</p>",
+        report.png_html(out / "anatomy.png", "attention on foreign tokens and what they write"),
+        report.table_html([dict(fraction=f, mass_foreign=m, uniform=u, write_foreign=wf, write_own=wo, flip_rate=r)
+                           for f, m, u, wf, wo, r in zip(anatomy.fractions, anatomy.mass_foreign, anatomy.uniform_foreign,
+                                                         anatomy.write_foreign, anatomy.write_own, anatomy.flip_rate)]),
+        *report.toy_attention_views(model, task, mix_contexts(x_own, x_other, 0.5), y_own),
+    ])
+    return out / "anatomy.json"

@@ -109,7 +109,7 @@ def final_norm(model) -> Optional[FrozenNorm]:
 
 @dataclass
 class LogitAttribution:
-    """Direct contributions to logit(A) − logit(B) at one position per prompt.
+    """Direct contributions to logit(A) − logit(B) (or logit(A)) at one position per prompt.
 
     `contributions[:, i]` belongs to `labels[i]`: "embed", "pos_embed", "L{l}H{h}" (one head),
     "L{l} attn bias", "L{l} MLP", "final norm bias", "unembed bias". Their sum over components
@@ -151,29 +151,33 @@ class LogitAttribution:
         return fig
 
 
-@torch.no_grad()
-def direct_logit_attribution(
-    model,
-    inputs: Inputs,
-    target_a: Targets,
-    target_b: Targets,
-    positions: Optional[Int[Tensor, "batch"]] = None,
-) -> LogitAttribution:
-    """Contribution of every head, attention bias, MLP and embedding to logit(A) − logit(B).
+@dataclass
+class ResidualComponents:
+    """The final residual stream at one position per prompt, split into its summands.
 
-    `positions` defaults to each prompt's last real token. Targets are token ids or words (first
-    token of " " + word), one for all prompts or one per prompt.
+    `vectors[:, i]` is the summand named `labels[i]` (as in `LogitAttribution`), in float64 on
+    the CPU; heads inside a post-norm are already passed through it with its scale frozen, so
+    `vectors.sum(1) == stream` up to round-off. `final_scale` is `ln_final`'s scale on the run.
     """
+
+    labels: list[str]
+    vectors: Float[Tensor, "batch component d_model"]
+    stream: Float[Tensor, "batch d_model"]
+    final_scale: Optional[Float[Tensor, "batch 1"]]
+
+    def select(self, labels: Sequence[str]) -> Float[Tensor, "batch n d_model"]:
+        return self.vectors[:, [self.labels.index(label) for label in labels]]
+
+
+@torch.no_grad()
+def residual_components(model, inputs: Inputs, positions: Optional[Int[Tensor, "batch"]] = None) -> ResidualComponents:
+    """Embeddings, every head, attention bias and MLP output at one position per prompt (default:
+    each prompt's last real token), from one forward that keeps only that position."""
     cfg = model.cfg
     tokens = as_tokens(model, inputs)
     batch = tokens.shape[0]
     positions = last_positions(model, inputs) if positions is None else torch.as_tensor(positions, dtype=torch.long)
     rows = torch.arange(batch)
-    direction = model.unembed.W_U[:, target_tokens(model, target_a, batch)] - model.unembed.W_U[:, target_tokens(model, target_b, batch)]
-    direction = direction.T  # [batch, d_model]
-    a_ids, b_ids = target_tokens(model, target_a, batch), target_tokens(model, target_b, batch)
-    W_U = model.unembed.W_U.detach()
-    direction = (W_U[:, a_ids] - W_U[:, b_ids]).T.double().cpu()  # [batch, d_model]
     residual_stream = getattr(model, "has_residual_stream", True)
     layers = list(range(cfg.n_layers)) if residual_stream else [cfg.n_layers - 1]
     norms = {l: output_norm(model, l) for l in layers}
@@ -217,16 +221,43 @@ def direct_logit_attribution(
         if f"blocks.{l}.hook_mlp_out" in picked:
             labels.append(f"L{l} MLP")
             parts.append(picked[f"blocks.{l}.hook_mlp_out"])
-    stack = torch.stack(parts, 1)  # [batch, component, d_model]
-    stream = picked[last_resid]
+    return ResidualComponents(labels, torch.stack(parts, 1), picked[last_resid],
+                              picked[final.scale_hook] if final is not None else None)
+
+
+@torch.no_grad()
+def direct_logit_attribution(
+    model,
+    inputs: Inputs,
+    target_a: Targets,
+    target_b: Optional[Targets] = None,
+    positions: Optional[Int[Tensor, "batch"]] = None,
+) -> LogitAttribution:
+    """Contribution of every head, attention bias, MLP and embedding to logit(A) − logit(B), or
+    to logit(A) alone when `target_b` is None.
+
+    `positions` defaults to each prompt's last real token. Targets are token ids or words (first
+    token of " " + word), one for all prompts or one per prompt.
+    """
+    cfg = model.cfg
+    batch = as_tokens(model, inputs).shape[0]
+    a_ids = target_tokens(model, target_a, batch)
+    W_U, b_U = model.unembed.W_U.detach().double().cpu(), model.unembed.b_U.detach().double().cpu()
+    direction, bias_diff = W_U[:, a_ids].T, b_U[a_ids]  # [batch, d_model], [batch]
+    if target_b is not None:
+        b_ids = target_tokens(model, target_b, batch)
+        direction, bias_diff = direction - W_U[:, b_ids].T, bias_diff - b_U[b_ids]
+    components = residual_components(model, inputs, positions)
+    stack, stream = components.vectors, components.stream
+    final = final_norm(model)
     if final is not None:
-        scale = picked[final.scale_hook]
+        scale = components.final_scale
         stack, stream = final.apply(stack, scale[:, None]), final.apply(stream, scale)
     contributions = torch.einsum("bcm,bm->bc", stack, direction)
-    constants = {"unembed bias": (model.unembed.b_U.detach().double().cpu()[a_ids] - model.unembed.b_U.detach().double().cpu()[b_ids])}
+    constants = {"unembed bias": bias_diff}
     if final is not None and final.bias is not None:
         constants = {"final norm bias": direction @ final.bias, **constants}
-    labels += list(constants)
+    labels = components.labels + list(constants)
     contributions = torch.cat([contributions, torch.stack(list(constants.values()), 1)], 1)
     # The model's own logit difference, from its final stream: what the pieces must add up to.
     logit_diff = (stream * direction).sum(-1) + sum(constants.values())
