@@ -15,6 +15,22 @@ _EXPORTS = {
     "TrainConfig": "lca_interp.train",
     "train": "lca_interp.train",
     "load_toy": "lca_interp.train",
+    "load_model": "lca_interp.pretrained",
+    "load_facts": "lca_interp.facts",
+    "target_log_probs": "lca_interp.scoring",
+    "run_hijack": "lca_interp.evals.hijack",
+    "hijack_anatomy": "lca_interp.evals.anatomy",
+    "run_recall": "lca_interp.evals.recall",
+    "attention_mass": "lca_interp.hooks.attention",
+    "capture_patterns": "lca_interp.hooks.attention",
+    "direct_logit_attribution": "lca_interp.hooks.attribution",
+    "logit_lens": "lca_interp.hooks.attribution",
+    "ov_circuit": "lca_interp.hooks.circuits",
+    "memory_score": "lca_interp.hooks.circuits",
+    "restrict_attention": "lca_interp.hooks.interventions",
+    "add_vector": "lca_interp.hooks.interventions",
+    "ablate_heads": "lca_interp.hooks.interventions",
+    "patch_activation": "lca_interp.hooks.interventions",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -74,6 +74,7 @@ def test_toy_split_by_source_adds_up_to_its_logit_difference(make_toy, randomize
     for foreign, own, total in zip(anatomy.write_foreign, anatomy.write_own, anatomy.logit_diff):
         assert foreign + own == pytest.approx(total, abs=1e-4)
     assert anatomy.mass_foreign[0] == 0 and anatomy.uniform_foreign == pytest.approx([0, 3 / 8, 7 / 8])
+    assert anatomy.memory["n_sources"] == 16 and -1 <= anatomy.memory["cosine"] <= 1
 
 
 @needs_gemma

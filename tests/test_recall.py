@@ -118,8 +118,18 @@ def test_recall_study_on_gemma_with_a_few_countries(tmp_path, capsys):
         assert key in result
     assert result["n"] == 15 and 0.02 < result["baseline_p"] < 1
     assert len(result["heads"]) == 18 * 4 and result["heads"][0]["patch_effect"] > 0.02
+    assert list(result["head_memory"]) == [h["head"] for h in result["heads"][:3]]
     lens = result["anti_overconfidence"]
     assert lens["p_answer_by_stage"][-1] == pytest.approx(result["baseline_p"], rel=1e-3)
     assert max(lens["final_heads_mass_on_first_token"]) > 0.5  # a final-layer head parks on BOS
     assert (out / "recall.html").exists() and (out / "recall.png").stat().st_size > 10_000
     assert "argument-passing heads" in capsys.readouterr().out
+
+
+def test_recall_cli_on_a_local_model_folder(gpt2_folder, tmp_path, capsys):
+    out = tmp_path / "recall"
+    assert main(["recall", "--model", str(gpt2_folder), "--limit", "4", "--shots", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "recall.json").read_text())
+    assert result["n"] == 12 and result["shots"] == 2 and len(result["heads"]) == 2 * 4
+    assert main(["recall", "--model", str(gpt2_folder), "--limit", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--limit must be ≥ 2" in capsys.readouterr().err

@@ -269,6 +269,7 @@ class ToyAnatomy:
     write_own: list[float]  # ... of the own tokens (t_L included)
     logit_diff: list[float]  # the toy's mean logit(y') − logit(y)
     flip_rate: list[float]  # predicts y'
+    memory: dict = field(default_factory=dict)  # W_E W_V W_Eᵀ against Eq 5.1's Hamming-1 map
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,7 +303,7 @@ def toy_hijack_anatomy(model, task, n: int = 2000, fractions: Sequence[float] = 
     and the token map M = W_E W_V W_Eᵀ (W_O = I, no biases, no residual) give
     logit(y') − logit(y) = Σ_j a_j (M[x_j, y'] − M[x_j, y]), split here by source."""
     from lca_interp.evals.lca import mix_contexts
-    from lca_interp.hooks.circuits import full_ov_circuit
+    from lca_interp.hooks.circuits import full_ov_circuit, memory_score, toy_reference_map
 
     x_own, y_own = task.sample(n, seed=seed)
     x_other, y_other = task.sample(n, seed=seed + 1)
@@ -325,7 +326,8 @@ def toy_hijack_anatomy(model, task, n: int = 2000, fractions: Sequence[float] = 
         result["write_own"].append(float((writes * ~foreign).sum(-1).mean()))
         result["logit_diff"].append(float((logits[rows, y_other] - logits[rows, y_own]).mean()))
         result["flip_rate"].append(float((logits.argmax(-1) == y_other).float().mean()))
-    return ToyAnatomy(fractions=list(fractions), n=len(y_own), **result)
+    return ToyAnatomy(fractions=list(fractions), n=len(y_own), **result,
+                      memory=memory_score(memory, toy_reference_map(task)).to_dict())
 
 
 def write_toy_anatomy(model, task, anatomy: ToyAnatomy, out_dir: str | Path, n_views: int = 3, seed: int = 0) -> Path:

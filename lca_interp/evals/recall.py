@@ -219,6 +219,27 @@ def _pearson(x: Float[Tensor, "n ..."], y: Float[Tensor, "n ..."]) -> Tensor:
     return (x * y).sum(0) / (x.norm(dim=0) * y.norm(dim=0)).clamp_min(1e-12)
 
 
+def head_memory_scores(model, items: Sequence[RecallItem], heads: Sequence[str]) -> dict[str, dict]:
+    """How closely each head's OV circuit maps subject tokens to answer tokens (country → capital)
+    as an associative memory: `hooks.circuits.memory_score` of W_E[subject] OV W_U[:, answer]
+    against the one-to-one reference, on each subject's first token (subjects sharing a first
+    token are kept once)."""
+    from lca_interp.hooks.circuits import memory_score, pairs_reference, token_map_circuit
+
+    sources, targets = {}, {}
+    for item in items:
+        source = encode_target(model, item.subject)[0]
+        if source not in sources:
+            sources[source] = targets.setdefault(item.answer_id, len(targets))
+    reference = pairs_reference(len(sources), len(targets), list(enumerate(sources.values())))
+    scores = {}
+    for head in heads:
+        layer, index = (int(part) for part in head[1:].split("H"))
+        circuit = token_map_circuit(model, layer, index, list(sources), list(targets))
+        scores[head] = memory_score(circuit.float().cpu(), reference).to_dict()
+    return scores
+
+
 # ---------------------------------------------------------------------- MLP as regression
 
 
@@ -381,6 +402,7 @@ class RecallResult:
     zero_shot: dict  # {"baseline": {...}, "masked": ..., "intercept": ..., "both": ...}
     few_shot: dict
     heads: list[dict]
+    head_memory: dict  # top heads' OV as a subject → answer memory (hooks.circuits.memory_score)
     mlp_decomposition: dict
     final_mlp: dict
     anti_overconfidence: dict
@@ -411,7 +433,8 @@ def run_recall(model, facts: Optional[Sequence[Fact]] = None, shots: int = 3, li
                 measured[label][name or "baseline"] = answer_scores(model, items, batch_size).summary()
     result = RecallResult(
         model=model_name, n=len(zero), shots=shots, zero_shot=measured["zero_shot"], few_shot=measured["few_shot"],
-        heads=[asdict(h) for h in heads], mlp_decomposition=decomposition.to_dict(), final_mlp=final.to_dict(),
+        heads=[asdict(h) for h in heads], head_memory=head_memory_scores(model, zero, [h.head for h in heads[:3]]),
+        mlp_decomposition=decomposition.to_dict(), final_mlp=final.to_dict(),
         anti_overconfidence=anti_overconfidence(model, zero, batch_size),
     )
     return result, final.intercept
