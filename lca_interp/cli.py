@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--batch-size", type=int, default=16)
     hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
     hijack.add_argument("--out", type=Path, required=True, help="output folder")
-    hijack.add_argument("--mitigation", choices=["masked", "intercept", "both"], default=None,
-                        help="paper B's mitigations during the hijack (the intercept is fitted on capitals); ES is reported with and without")
+    hijack.add_argument("--mitigation", nargs="+", choices=["masked", "intercept", "both"], default=[],
+                        help="paper B's mitigations during the hijack, one or more (the intercept is fitted on capitals); ES is reported with and without each")
     hijack.add_argument("--anatomy", action="store_true",
                         help="also write anatomy.json/.png/.html: heads that read the hijack and write o_, and ablating them")
     hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
@@ -167,16 +167,17 @@ def _run_hijack(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     result = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
                         model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-    extra = {"skipped_records": len(facts.skipped)}
+    mitigated = {}
     if args.mitigation:
         from lca_interp.evals.recall import final_intercept, mitigation
 
-        with mitigation(model, args.mitigation, final_intercept(model, batch_size=args.batch_size)):
-            mitigated = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
-                                   model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-        extra["mitigation"] = {"name": args.mitigation, **mitigated.to_dict()}
-        print(f"with the {args.mitigation} mitigation: {mitigated.summary()}")
-    written = result.save(args.out, **extra)
+        intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
+        for name in dict.fromkeys(args.mitigation):
+            with mitigation(model, name, intercept):
+                mitigated[name] = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
+                                             model_name=args.model, dataset_name=args.dataset, seed=args.seed)
+            print(f"with the {name} mitigation: {mitigated[name].summary()}")
+    written = result.save(args.out, compare=mitigated, skipped_records=len(facts.skipped))
     print(f"{result.summary()} → {written}")
     if args.anatomy:
         from lca_interp.evals.anatomy import hijack_anatomy, write_anatomy

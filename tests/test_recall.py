@@ -103,10 +103,12 @@ def test_hijack_with_a_mitigation_reports_both(gpt2_folder, tmp_path, capsys):
     data.write_text(json.dumps(records))
     out = tmp_path / "out"
     assert main(["hijack", "--model", str(gpt2_folder), "--dataset", str(data), "--max-prepends", "1",
-                 "--mitigation", "both", "--out", str(out)]) == 0
+                 "--mitigation", "masked", "both", "--out", str(out)]) == 0
     written = json.loads((out / "hijack.json").read_text())
-    assert written["mitigation"]["name"] == "both" and len(written["mitigation"]["efficacy_score"]) == 2
-    assert "with the both mitigation" in capsys.readouterr().out
+    assert list(written["mitigations"]) == ["masked", "both"]
+    assert all(len(m["efficacy_score"]) == 2 for m in written["mitigations"].values())
+    printed = capsys.readouterr().out
+    assert "with the masked mitigation" in printed and "with the both mitigation" in printed
 
 
 @needs_gemma

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -77,20 +78,25 @@ class HijackResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save(self, out_dir: str | Path, **extra) -> Path:
-        """Write `out_dir/hijack.json` (the fields above plus `extra`) and `out_dir/hijack.png`."""
+    def save(self, out_dir: str | Path, compare: Optional[dict[str, "HijackResult"]] = None, **extra) -> Path:
+        """Write `out_dir/hijack.json` (the fields above plus `extra`, and `compare`'s results
+        under "mitigations") and `out_dir/hijack.png`."""
         from lca_interp import artifacts
 
         out = Path(out_dir)
+        if compare:
+            extra["mitigations"] = {name: result.to_dict() for name, result in compare.items()}
         artifacts.write_json(out / "hijack.json", {**self.to_dict(), **extra})
-        artifacts.save_figure(out / "hijack.png", self.figure())
+        artifacts.save_figure(out / "hijack.png", self.figure(compare))
         return out / "hijack.json"
 
     def summary(self) -> str:
         es = ", ".join(f"k={k}: {v:.3f}" for k, v in zip(self.k, self.efficacy_score))
         return f"ES ({self.scheme}, {self.dataset}, n = {self.n}): {es}"
 
-    def figure(self):
+    def figure(self, compare: Optional[dict[str, "HijackResult"]] = None):
+        """ES(k) with its interval and the mean probabilities; `compare` adds the same curves of
+        other runs (e.g. under a mitigation), dashed."""
         from lca_interp.artifacts import pyplot
 
         plt = pyplot()
@@ -103,6 +109,13 @@ class HijackResult:
         ax_es.legend()
         ax_p.plot(self.k, self.p_true_mean, marker="o", label="mean P(o*)")
         ax_p.plot(self.k, self.p_false_mean, marker="s", label="mean P(o_)")
+        for name, other in (compare or {}).items():
+            ax_es.plot(other.k, other.efficacy_score, linestyle="--", marker=".", label=f"ES, {name}")
+            ax_p.plot(other.k, other.p_true_mean, linestyle="--", label=f"P(o*), {name}")
+            ax_p.plot(other.k, other.p_false_mean, linestyle=":", label=f"P(o_), {name}")
+        if compare:
+            ax_es.legend(fontsize=7)
+            ax_p.legend(fontsize=7)
         ax_p.set(xlabel="prepended sentences k", ylabel="probability", xticks=self.k)
         ax_p.legend()
         fig.tight_layout()
