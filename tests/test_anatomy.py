@@ -55,6 +55,7 @@ def test_anatomy_end_to_end_on_a_random_gpt2(gpt2, tmp_path):
     assert data["ranked_heads"][0]["head"] == f"L{anatomy.top_heads[0][0]}H{anatomy.top_heads[0][1]}"
     page = (tmp_path / "anatomy.html").read_text()
     assert page.count("AttentionHeads") >= 3 and "<script src=" not in page  # offline: the library is inlined
+    assert page.count("data:image/png;base64") == 2  # the anatomy figure and the attribution bars
     assert all(not hook.fwd_hooks for hook in gpt2.hook_dict.values())
 
 

@@ -99,6 +99,7 @@ class HijackAnatomy:
     es_top_ablated: list[float]
     es_control_ablated: list[float]
     examples: list[str] = field(default_factory=list)
+    example_targets: list[tuple[str, str]] = field(default_factory=list)  # (o_, o*) of each example
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -216,7 +217,7 @@ def hijack_anatomy(
         dla_clean=as_lists(dla_clean), dla_hijacked=as_lists(dla_hijacked), dla_shift=as_lists(shift),
         top_heads=top, control_heads=control, ks=list(range(max_prepends + 1)),
         es_baseline=baseline, es_top_ablated=top_ablated, es_control_ablated=control_ablated,
-        examples=hijacked[:3],
+        examples=hijacked[:3], example_targets=[(f.target_false, f.target_true) for f in facts[:3]],
     )
 
 
@@ -241,6 +242,10 @@ def write_anatomy(model, anatomy: HijackAnatomy, out_dir: str | Path) -> Path:
             props={"attention": torch.cat(patterns), "tokens": model.to_str_tokens(model.to_tokens(prompt)[0]),
                    "attentionHeadNames": [f"L{l}H{h}" for l, heads in by_layer.items() for h in heads]},
         ))
+    attribution = direct_logit_attribution(model, anatomy.examples, [t[0] for t in anatomy.example_targets],
+                                           [t[1] for t in anatomy.example_targets])
+    bars = report.figure_html(attribution.figure(title="direct logit attribution to logit(o_) − logit(o*), example prompts"),
+                              "largest direct contributions")
     es = lambda values: ", ".join(f"{v:.3f}" for v in values)  # noqa: E731
     report.write_page(out / "anatomy.html", f"Hijack anatomy: {anatomy.model}, {anatomy.scheme}, k = {anatomy.k}", [
         f"<p>{anatomy.n} facts. ES(k) for k = {anatomy.ks}: baseline {es(anatomy.es_baseline)}; top "
@@ -249,6 +254,7 @@ def write_anatomy(model, anatomy: HijackAnatomy, out_dir: str | Path) -> Path:
         f"ablated {es(anatomy.es_control_ablated)}.</p>",
         report.png_html(out / "anatomy.png", "attention and DLA by head; ES with ablations"),
         report.table_html(anatomy.ranked_heads()),
+        bars,
         *views,
     ])
     return out / "anatomy.json"
