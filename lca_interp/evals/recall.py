@@ -93,6 +93,7 @@ def recall_items(
     by_relation: dict[str, list[Fact]] = {}
     for fact in usable:
         by_relation.setdefault(fact.relation, []).append(fact)
+    subject_length = {f.subject: len(encode_target(model, f.subject)) for f in usable}
     items = []
     for fact in usable:
         peers = [f for f in by_relation[fact.relation] if f.subject != fact.subject]
@@ -103,8 +104,7 @@ def recall_items(
             heads = [" ".join(f"{peers[i].prompt} {peers[i].target_true}." for i in chosen)]
         else:
             heads = list(lead_ins)
-        length = len(encode_target(model, fact.subject))
-        twins = [p for p in peers if len(encode_target(model, p.subject)) == length and p.target_true != fact.target_true]
+        twins = [p for p in peers if subject_length[p.subject] == subject_length[fact.subject] and p.target_true != fact.target_true]
         for head in heads:
             prefix = f"{head} " if head else ""
             prompt = prefix + fact.prompt
