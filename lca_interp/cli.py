@@ -183,7 +183,8 @@ def _run_hijack(args: argparse.Namespace) -> None:
         from lca_interp.evals.anatomy import hijack_anatomy, write_anatomy
 
         anatomy = hijack_anatomy(model, facts.facts, args.scheme, k=args.anatomy_k, max_prepends=args.max_prepends,
-                                 top_n=args.top_heads, batch_size=args.batch_size, model_name=args.model, seed=args.seed)
+                                 top_n=args.top_heads, batch_size=args.batch_size, model_name=args.model, seed=args.seed,
+                                 baseline=result.efficacy_score)
         written = write_anatomy(model, anatomy, args.out)
         top = ", ".join(f"{row['head']} ({row['dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
         print(f"heads whose direct vote moves most toward o_: {top}; ES with them ablated: "

@@ -76,9 +76,10 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}"
               for c in quick.claims]
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
-    hijack = run_hijack_demo(out / "hijack")
+    llm = load_model(DEMO_LLM)
+    hijack = run_hijack_demo(llm, out / "hijack")
     lines += [f"{DEMO_LLM}: {hijack.summary()}", f"wrote {out / 'hijack' / 'hijack.json'}, {out / 'hijack' / 'hijack.png'}"]
-    recall, _ = run_recall(load_model(DEMO_LLM), **DEMO_RECALL, model_name=DEMO_LLM)
+    recall, _ = run_recall(llm, **DEMO_RECALL, model_name=DEMO_LLM)
     write_recall(recall, out / "recall")
     zero = recall.zero_shot
     lines += [f"{DEMO_LLM} recall (paper B), {recall.n} zero-shot capital prompts: P(answer) baseline "
@@ -92,10 +93,9 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     return summary
 
 
-def run_hijack_demo(out_dir: str | Path) -> HijackResult:
-    """Generic hijacking of every country → capital fact on the offline Gemma-3-270m."""
+def run_hijack_demo(model, out_dir: str | Path) -> HijackResult:
+    """Generic hijacking of every country → capital fact on the demo's LLM."""
     facts = load_capitals(seed=0, limit=DEMO_CAPITALS_LIMIT)
-    model = load_model(DEMO_LLM)
     result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
     result.save(out_dir, skipped_records=len(facts.skipped))
     return result

@@ -64,6 +64,8 @@ def test_anatomy_refuses_bad_settings(gpt2):
         hijack_anatomy(gpt2, FACTS, k=0)
     with pytest.raises(ValueError, match="top_n"):
         hijack_anatomy(gpt2, FACTS, top_n=100)
+    with pytest.raises(ValueError, match="baseline has 2 values"):
+        hijack_anatomy(gpt2, FACTS, max_prepends=3, baseline=[0.1, 0.2], progress=False)
 
 
 def test_toy_split_by_source_adds_up_to_its_logit_difference(make_toy, randomize):

@@ -94,6 +94,15 @@ def test_subtracting_a_zero_intercept_changes_nothing(gpt2):
         mitigation(gpt2, "prayer")
     with pytest.raises(ValueError, match="needs the final MLP's intercept"):
         mitigation(gpt2, "both")
+    with pytest.raises(ValueError, match="intercept must have shape"):
+        mitigation(gpt2, "both", torch.zeros(3))
+    unused = mitigation(gpt2, "both", torch.zeros(gpt2.cfg.d_model))  # hooks attach on entry only
+    assert all(not hook.fwd_hooks for hook in gpt2.hook_dict.values())
+    with pytest.raises(RuntimeError, match="inside"):
+        with unused:
+            assert any(hook.fwd_hooks for hook in gpt2.hook_dict.values())
+            raise RuntimeError("inside")
+    assert all(not hook.fwd_hooks for hook in gpt2.hook_dict.values())
 
 
 def test_hijack_with_a_mitigation_reports_both(gpt2_folder, tmp_path, capsys):

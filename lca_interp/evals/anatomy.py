@@ -28,16 +28,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lca_interp.evals.hijack import hijacked_prompt, run_hijack
 from lca_interp.facts import Fact
 from lca_interp.hooks.attention import attention_mass, capture_patterns
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
+from lca_interp.hooks.select import over_batches
 from lca_interp.scoring import encode_target, token_positions
 
 # ---------------------------------------------------------------------- where things are in a prompt
@@ -146,10 +147,6 @@ class HijackAnatomy:
         return fig
 
 
-def _in_batches(fn: Callable[[slice], Tensor], n: int, batch_size: int, desc: str, progress: bool) -> Tensor:
-    return torch.cat([fn(slice(s, s + batch_size)) for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress)])
-
-
 def hijack_anatomy(
     model,
     facts: Sequence[Fact],
@@ -161,8 +158,12 @@ def hijack_anatomy(
     model_name: str = "",
     seed: int = 0,
     progress: bool = True,
+    baseline: Optional[Sequence[float]] = None,
 ) -> HijackAnatomy:
-    """Attention, DLA and ablation anatomy of one hijack scheme at k prepended sentences."""
+    """Attention, DLA and ablation anatomy of one hijack scheme at k prepended sentences.
+
+    `baseline`: ES(k) for k = 0..max_prepends without ablation when the caller already has it
+    (`run_hijack` on the same facts and scheme); measured here otherwise."""
     if k < 1:
         raise ValueError(f"k must be ≥ 1 (the anatomy compares prompts with and without hijack sentences), got {k}.")
     if not facts:
@@ -170,6 +171,8 @@ def hijack_anatomy(
     n_heads_total = model.cfg.n_layers * model.cfg.n_heads
     if not 1 <= top_n <= n_heads_total // 2:
         raise ValueError(f"top_n must lie in 1..{n_heads_total // 2} (half the model's heads, leaving room for the control), got {top_n}.")
+    if baseline is not None and len(baseline) != max_prepends + 1:
+        raise ValueError(f"baseline has {len(baseline)} values; ES for k = 0..{max_prepends} needs {max_prepends + 1}.")
     facts = list(facts)
     clean = [hijacked_prompt(f, scheme, 0) for f in facts]
     hijacked = [hijacked_prompt(f, scheme, k) for f in facts]
@@ -181,7 +184,7 @@ def hijack_anatomy(
         return lambda part: attention_mass(model, prompts[part], positions[part])
 
     masses = {
-        name: _in_batches(mass(prompts, [getattr(s, attr) for s in span_list]), n, batch_size, f"attention: {name}", progress).mean(0)
+        name: over_batches(mass(prompts, [getattr(s, attr) for s in span_list]), n, batch_size, f"attention: {name}", progress).mean(0)
         for name, prompts, span_list, attr in [
             ("context", hijacked, spans, "context"), ("named", hijacked, spans, "named"),
             ("subject_clean", clean, spans_clean, "subject"), ("subject_hijacked", hijacked, spans, "subject"),
@@ -193,8 +196,8 @@ def hijack_anatomy(
     def dla(prompts: list[str]) -> Callable[[slice], Tensor]:
         return lambda part: direct_logit_attribution(model, prompts[part], false_first[part], true_first[part]).heads()
 
-    dla_clean = _in_batches(dla(clean), n, batch_size, "attribution: clean", progress).mean(0)
-    dla_hijacked = _in_batches(dla(hijacked), n, batch_size, "attribution: hijacked", progress).mean(0)
+    dla_clean = over_batches(dla(clean), n, batch_size, "attribution: clean", progress).mean(0)
+    dla_hijacked = over_batches(dla(hijacked), n, batch_size, "attribution: hijacked", progress).mean(0)
     shift = dla_hijacked - dla_clean
     n_heads = model.cfg.n_heads
     top = [divmod(i, n_heads) for i in shift.flatten().argsort(descending=True)[:top_n].tolist()]
@@ -204,7 +207,7 @@ def hijack_anatomy(
 
     means = mean_head_outputs(model, clean, top + control)  # over the clean prompts' real positions
     common = dict(scheme=scheme, max_prepends=max_prepends, batch_size=batch_size, seed=seed, progress=progress)
-    baseline = run_hijack(model, facts, **common).efficacy_score
+    baseline = list(baseline) if baseline is not None else run_hijack(model, facts, **common).efficacy_score
     with ablate_heads(model, top, mode="mean", means=means):
         top_ablated = run_hijack(model, facts, **common).efficacy_score
     with ablate_heads(model, control, mode="mean", means=means):

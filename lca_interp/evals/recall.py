@@ -44,8 +44,9 @@ from tqdm.auto import tqdm
 
 from lca_interp.facts import Fact, load_capitals
 from lca_interp.hooks.attention import attention_mass
-from lca_interp.hooks.attribution import direct_logit_attribution, logit_lens, residual_components
+from lca_interp.hooks.attribution import ResidualComponents, direct_logit_attribution, logit_lens, residual_components
 from lca_interp.hooks.interventions import add_vector, restrict_attention
+from lca_interp.hooks.select import over_batches
 from lca_interp.scoring import encode_prompt, encode_target, last_token_logits, logits_at, token_positions
 
 LEAD_INS = ("", "Here is a fact.", "Geography quiz.")
@@ -65,10 +66,6 @@ class RecallItem:
     prompt: str
     subject_positions: tuple[int, ...]  # the subject's tokens in the question (not the shots)
     corrupt_prompt: Optional[str]  # another subject, same token length; None when none exists
-
-
-def _question(fact: Fact, subject: str) -> str:
-    return fact.template.format(subject)
 
 
 def recall_items(
@@ -111,7 +108,7 @@ def recall_items(
             at = len(prefix) + fact.prompt.find(fact.subject)
             start = at - 1 if at > 0 and prompt[at - 1] == " " else at
             twin = twins[int(torch.randint(len(twins), (1,), generator=generator))] if twins else None
-            corrupt = prefix + _question(fact, twin.subject) if twin else None
+            corrupt = prefix + fact.template.format(twin.subject) if twin else None
             if corrupt is not None and len(encode_prompt(model, corrupt)) != len(encode_prompt(model, prompt)):
                 corrupt = None  # the twin's subject merges differently in context: not aligned
             items.append(RecallItem(fact.subject, fact.target_true, encode_target(model, fact.target_true)[0], prompt,
@@ -194,11 +191,11 @@ def argument_passing_heads(model, items: Sequence[RecallItem], batch_size: int =
     effect /= len(patched_items)
 
     prompts = [item.prompt for item in items]
-    mass = torch.cat([attention_mass(model, prompts[s : s + batch_size], [item.subject_positions for item in items[s : s + batch_size]])
-                      for s in range(0, len(items), batch_size)])  # [n, layer, head]
+    subjects = [list(item.subject_positions) for item in items]
+    mass = over_batches(lambda part: attention_mass(model, prompts[part], subjects[part]), len(items), batch_size)  # [n, layer, head]
     subject_token = [encode_target(model, item.subject)[0] for item in items]
-    projection = torch.cat([direct_logit_attribution(model, prompts[s : s + batch_size], subject_token[s : s + batch_size]).heads()
-                            for s in range(0, len(items), batch_size)])  # [n, layer, head]
+    projection = over_batches(lambda part: direct_logit_attribution(model, prompts[part], subject_token[part]).heads(),
+                              len(items), batch_size)  # [n, layer, head]
     correlation = _pearson(mass, projection)
     scores = [HeadScore(f"L{l}H{h}", float(effect[l, h]), float(correlation[l, h]), float(mass[:, l, h].mean()))
               for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
@@ -288,21 +285,28 @@ class MLPDecomposition:
 
 
 @torch.no_grad()
-def mlp_decomposition(model, items: Sequence[RecallItem], layer: int, batch_size: int = 16, top: int = 30) -> MLPDecomposition:
+def last_position_components(model, items: Sequence[RecallItem], batch_size: int = 16) -> ResidualComponents:
+    """`residual_components` at every item's last token, all items in one object (float64, CPU):
+    one pass that the MLP decompositions and the anti-overconfidence analysis share."""
+    prompts = [item.prompt for item in items]
+    parts = [residual_components(model, prompts[s : s + batch_size]) for s in range(0, len(prompts), batch_size)]
+    return ResidualComponents(parts[0].labels, torch.cat([p.vectors for p in parts]), torch.cat([p.stream for p in parts]),
+                              None if parts[0].final_scale is None else torch.cat([p.final_scale for p in parts]))
+
+
+@torch.no_grad()
+def mlp_decomposition(model, items: Sequence[RecallItem], layer: int, components: Optional[ResidualComponents] = None,
+                      batch_size: int = 16, top: int = 30) -> MLPDecomposition:
     """Regress layer `layer`'s MLP output at the last position on the outputs of every head in
-    layers ≤ `layer`, plus an intercept; read the intercept through the unembedding."""
+    layers ≤ `layer`, plus an intercept; read the intercept through the unembedding.
+    `components`: `last_position_components(model, items)` if already computed."""
     if not 0 <= layer < model.cfg.n_layers or model.cfg.attn_only:
         raise ValueError(f"layer {layer} has no MLP; pick one of 0..{model.cfg.n_layers - 1}.")
-    heads = [f"L{l}H{h}" for l in range(layer + 1) for h in range(model.cfg.n_heads)]
-    prompts = [item.prompt for item in items]
-    if len(prompts) < 3:
+    if len(items) < 3:
         raise ValueError("the regression needs at least 3 prompts.")
-    xs, ys = [], []
-    for s in range(0, len(prompts), batch_size):
-        components = residual_components(model, prompts[s : s + batch_size])
-        xs.append(components.select(heads))
-        ys.append(components.select([f"L{layer} MLP"])[:, 0])
-    fit = regress_on_vectors(torch.cat(ys), torch.cat(xs))
+    components = components if components is not None else last_position_components(model, items, batch_size)
+    heads = [f"L{l}H{h}" for l in range(layer + 1) for h in range(model.cfg.n_heads)]
+    fit = regress_on_vectors(components.select([f"L{layer} MLP"])[:, 0], components.select(heads))
     intercept_logits = fit.intercept.float() @ model.unembed.W_U.detach().float().cpu()
     ranking = intercept_logits.argsort(descending=True)
     answers = sorted({item.answer_id for item in items})
@@ -322,35 +326,31 @@ def mlp_decomposition(model, items: Sequence[RecallItem], layer: int, batch_size
 
 
 @torch.no_grad()
-def anti_overconfidence(model, items: Sequence[RecallItem], batch_size: int = 16) -> dict:
+def anti_overconfidence(model, items: Sequence[RecallItem], components: Optional[ResidualComponents] = None,
+                        batch_size: int = 16) -> dict:
     """Does the final layer lower P(answer), where do its heads look, and does its MLP write
     toward the average next-token distribution of the prompts?"""
-    n = model.cfg.n_layers
+    n, count = model.cfg.n_layers, len(items)
     prompts = [item.prompt for item in items]
-    lens = [logit_lens(model, prompts[s : s + batch_size], [[i.answer_id for i in items[s : s + batch_size]]])
-            for s in range(0, len(items), batch_size)]
-    p = torch.cat([part.probabilities[:, :, 0] for part in lens])  # [n, stage]
+    answers = [item.answer_id for item in items]
+    p = over_batches(lambda part: logit_lens(model, prompts[part], [answers[part]]).probabilities[:, :, 0], count, batch_size)  # [n, stage]
     # Frequent tokens: the first position (BOS where the model uses one) and punctuation.
-    sinks, punct = [], []
-    for prompt in prompts:
-        tokens = encode_prompt(model, prompt)
-        sinks.append([0])
-        punct.append([j for j, t in enumerate(tokens) if model.to_string(torch.tensor([t])).strip() in {".", ",", ":", "?", "!"}])
-    mass_first = torch.cat([attention_mass(model, prompts[s : s + batch_size], sinks[s : s + batch_size], layers=n - 1)
-                            for s in range(0, len(items), batch_size)])[:, 0]  # [n, head]
-    mass_punct = torch.cat([attention_mass(model, prompts[s : s + batch_size], punct[s : s + batch_size], layers=n - 1)
-                            for s in range(0, len(items), batch_size)])[:, 0]
+    first = [[0]] * count
+    punct = [[j for j, t in enumerate(encode_prompt(model, prompt)) if model.to_string(torch.tensor([t])).strip() in {".", ",", ":", "?", "!"}]
+             for prompt in prompts]
+    mass_first = over_batches(lambda part: attention_mass(model, prompts[part], first[part], layers=n - 1), count, batch_size)[:, 0]
+    mass_punct = over_batches(lambda part: attention_mass(model, prompts[part], punct[part], layers=n - 1), count, batch_size)[:, 0]
     mean_logits = torch.zeros(model.cfg.d_vocab, dtype=torch.float64)
     for _, logits in last_token_logits(model, prompts, batch_size):
         mean_logits += logits.double().sum(0).cpu()
-    mean_logits /= len(prompts)
-    mlp = torch.cat([residual_components(model, prompts[s : s + batch_size]).select([f"L{n - 1} MLP"])[:, 0]
-                     for s in range(0, len(items), batch_size)]).mean(0)  # [d_model]
+    mean_logits /= count
+    components = components if components is not None else last_position_components(model, items, batch_size)
+    mlp = components.select([f"L{n - 1} MLP"])[:, 0].mean(0)  # [d_model]
     mlp_logits = mlp @ model.unembed.W_U.detach().double().cpu()
     correlation = float(_pearson(mlp_logits[:, None], mean_logits[:, None])[0])
     return {
         "p_answer_by_stage": p.mean(0).tolist(),
-        "stages": lens[0].stages,
+        "stages": ["embed"] + [f"L{l}" for l in range(n)],
         "p_before_final_layer": float(p[:, -2].mean()),
         "p_after_final_layer": float(p[:, -1].mean()),
         "final_layer_lowers_p": float((p[:, -1] < p[:, -2]).float().mean()),
@@ -366,29 +366,36 @@ def anti_overconfidence(model, items: Sequence[RecallItem], batch_size: int = 16
 def mitigation(model, name: Optional[str], intercept: Optional[Tensor] = None):
     """Context manager for "masked" (the final layer's positions attend only to themselves),
     "intercept" (the final MLP's intercept subtracted from its output, i.e. from the residual
-    stream), "both", or None (nothing)."""
+    stream), "both", or None (nothing). Arguments are checked here, hooks attached on entry."""
     if name is None:
         return contextlib.nullcontext()
     if name not in MITIGATIONS:
         raise ValueError(f"unknown mitigation {name!r}; choose one of {', '.join(MITIGATIONS)}.")
     if name != "masked" and intercept is None:
         raise ValueError(f"the {name!r} mitigation needs the final MLP's intercept (from mlp_decomposition).")
+    if intercept is not None and tuple(intercept.shape) != (model.cfg.d_model,):
+        raise ValueError(f"the intercept must have shape ({model.cfg.d_model},), got {tuple(intercept.shape)}.")
+    return _mitigated(model, name, intercept)
+
+
+@contextlib.contextmanager
+def _mitigated(model, name: str, intercept: Optional[Tensor]):
     last = model.cfg.n_layers - 1
-    stack = contextlib.ExitStack()
-    if name in ("masked", "both"):
-        # Every query of the final layer attends to itself alone; for the last position this is
-        # the paper's mask, and earlier positions never reach the last one after this layer.
-        stack.enter_context(restrict_attention(model, layers=last, positions=None))
-    if name in ("intercept", "both"):
-        stack.enter_context(add_vector(model, f"blocks.{last}.hook_mlp_out", intercept.to(model.cfg.device), scale=-1.0))
-    return stack
+    with contextlib.ExitStack() as stack:
+        if name in ("masked", "both"):
+            # Every query of the final layer attends to itself alone; for the last position this
+            # is the paper's mask, and earlier positions never reach the last one after this layer.
+            stack.enter_context(restrict_attention(model, layers=last, positions=None))
+        if name in ("intercept", "both"):
+            stack.enter_context(add_vector(model, f"blocks.{last}.hook_mlp_out", intercept.to(model.cfg.device), scale=-1.0))
+        yield
 
 
 def final_intercept(model, facts: Optional[Sequence[Fact]] = None, limit: Optional[int] = 60, batch_size: int = 16) -> Tensor:
     """The final MLP's intercept from its regression on zero-shot recall prompts (capitals by
     default): what the "intercept" mitigation subtracts."""
     items = recall_items(model, facts, shots=0, limit=limit)
-    return mlp_decomposition(model, items, model.cfg.n_layers - 1, batch_size).intercept
+    return mlp_decomposition(model, items, model.cfg.n_layers - 1, batch_size=batch_size).intercept
 
 
 # ---------------------------------------------------------------------- the whole study
@@ -423,8 +430,9 @@ def run_recall(model, facts: Optional[Sequence[Fact]] = None, shots: int = 3, li
     heads = argument_passing_heads(model, zero, batch_size, progress)
     top_layer = int(heads[0].head[1:].split("H")[0])
     layer = mlp_layer if mlp_layer is not None else min(top_layer + 1, model.cfg.n_layers - 1)
-    decomposition = mlp_decomposition(model, zero, layer, batch_size)
-    final = mlp_decomposition(model, zero, model.cfg.n_layers - 1, batch_size)
+    components = last_position_components(model, zero, batch_size)
+    decomposition = mlp_decomposition(model, zero, layer, components)
+    final = mlp_decomposition(model, zero, model.cfg.n_layers - 1, components)
     measured = {}
     for label, items in (("zero_shot", zero), ("few_shot", few)):
         measured[label] = {}
@@ -435,7 +443,7 @@ def run_recall(model, facts: Optional[Sequence[Fact]] = None, shots: int = 3, li
         model=model_name, n=len(zero), shots=shots, zero_shot=measured["zero_shot"], few_shot=measured["few_shot"],
         heads=[asdict(h) for h in heads], head_memory=head_memory_scores(model, zero, [h.head for h in heads[:3]]),
         mlp_decomposition=decomposition.to_dict(), final_mlp=final.to_dict(),
-        anti_overconfidence=anti_overconfidence(model, zero, batch_size),
+        anti_overconfidence=anti_overconfidence(model, zero, components, batch_size),
     )
     return result, final.intercept
 

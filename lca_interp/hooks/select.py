@@ -8,7 +8,7 @@ measures nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Union
 
 import torch
@@ -79,3 +79,12 @@ def last_positions(model, inputs: Inputs) -> Int[Tensor, "batch"]:
         return torch.full((tokens.shape[0],), tokens.shape[-1] - 1, dtype=torch.long)
     lengths = [len(model.to_tokens(text, truncate=False)[0]) for text in inputs]
     return torch.tensor(lengths, dtype=torch.long) - 1
+
+
+def over_batches(fn: Callable[[slice], Tensor], n: int, batch_size: int, desc: str = "", progress: bool = False) -> Tensor:
+    """`fn` on slices of `batch_size` of n inputs, concatenated along the first axis: how the
+    evals run a probe over more prompts than fit one forward."""
+    from tqdm.auto import tqdm
+
+    starts = range(0, n, batch_size)
+    return torch.cat([fn(slice(s, s + batch_size)) for s in tqdm(starts, desc=desc, disable=not progress or not desc)])
