@@ -9,7 +9,7 @@ its value matrix is to the paper's Eq 5.1 construction, and the Eq 5.2 embedding
 from lca_interp import theory
 from lca_interp.task import LCATask, token_label
 from lca_interp.toy import ToyConfig
-from lca_interp.train import TrainConfig, train
+from lca_interp.training import TrainConfig, train
 
 task = LCATask(m=5, omega=0.5, beta=1.0, context_len=32)
 run = train(task, ToyConfig(d_vocab=32, d_model=64, n_ctx=32), TrainConfig(steps=400, lr=5e-3, batch_size=128))

@@ -3,7 +3,7 @@
 The question: which heads read the subject and vote for the right answer *because* they read it?
 Across facts, correlate each head's attention from the last position onto the subject's tokens
 with its direct logit attribution to logit(o*) − logit(o_). Two library calls give both as
-[fact, layer, head] tensors; the probe itself is the correlation. It runs unchanged on any
+[fact, layer, head] tensors; the probe itself is one Pearson correlation per head. It runs unchanged on any
 HookedTransformer with a tokenizer (GPT-2, Gemma, LLaMA, a local folder).
 
     .venv/bin/python examples/write_a_probe.py [--model google/gemma-3-270m] [--limit 60]
@@ -17,8 +17,10 @@ import torch
 
 from lca_interp.evals.anatomy import prompt_spans
 from lca_interp.facts import load_capitals
+from lca_interp.fit import pearson
 from lca_interp.hooks.attention import attention_mass
 from lca_interp.hooks.attribution import direct_logit_attribution
+from lca_interp.hooks.select import Head
 from lca_interp.pretrained import load_model
 
 
@@ -28,8 +30,7 @@ def subject_readers(model, facts) -> torch.Tensor:
     subjects = [prompt_spans(model, fact, "generic", 0).subject for fact in facts]
     mass = attention_mass(model, prompts, subjects)  # [fact, layer, head]
     vote = direct_logit_attribution(model, prompts, [f.target_true for f in facts], [f.target_false for f in facts]).heads()
-    standardise = lambda t: (t - t.mean(0)) / t.std(0).clamp_min(1e-9)  # noqa: E731
-    return (standardise(mass) * standardise(vote)).sum(0) / (len(facts) - 1)
+    return pearson(mass, vote)
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
     correlation = subject_readers(model, load_capitals(limit=args.limit).facts)
     best = correlation.flatten().argsort(descending=True)[:5].tolist()
     for index in best:
-        layer, head = divmod(index, model.cfg.n_heads)
-        print(f"L{layer}H{head}: r = {float(correlation[layer, head]):+.3f}")
+        head = Head(*divmod(index, model.cfg.n_heads))
+        print(f"{head}: r = {float(correlation[head.layer, head.head]):+.3f}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
 import torch
 from safetensors.torch import save_file
@@ -57,22 +57,3 @@ def save_tensors(
     """safetensors (no pickle), atomically; tensors are made contiguous CPU copies first."""
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata)
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(path: str | os.PathLike, figure) -> None:
-    """Save a matplotlib figure (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=120, bbox_inches="tight")
-    plt.close(figure)

@@ -1,7 +1,8 @@
 """`lca-interp`: a thin command line over the library.
 
 Each subcommand parses its flags, builds the library's config objects (which validate themselves:
-one source of truth for what is allowed) and calls the API. Heavy imports happen inside the
+one source of truth for what is allowed), calls one function of the API and hands its result to
+`lca_interp.report.save`, which writes the JSON and draws it. Heavy imports happen inside the
 subcommands so `lca-interp --help` is instant. Bad input ends with one sentence on stderr and
 exit status 2, and no partial output file.
 """
@@ -10,45 +11,47 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
-def _add_task_flags(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--m", type=int, required=required, help="binary latents; V = 2^m tokens")
-    parser.add_argument("--context-len", type=int, required=required, help="tokens per context (L)")
+from lca_interp.options import MITIGATIONS, NEIGHBOURHOODS, SCHEMES
+
+
+def _add_task_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--m", type=int, required=True, help="binary latents; V = 2^m tokens")
+    parser.add_argument("--context-len", type=int, required=True, help="tokens per context (L)")
     parser.add_argument("--omega", type=float, default=0.5, help="weight of π in the context law")
     parser.add_argument("--beta", type=float, default=1.0, help="temperature of π")
-    parser.add_argument(
-        "--neighbourhood", choices=["all", "hamming1", "cluster1", "cluster2"], default="all"
-    )
+    parser.add_argument("--neighbourhood", choices=NEIGHBOURHOODS, default="all")
 
 
-def _add_train_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    parser.add_argument("--d-model", type=int, default=defaults.get("d_model"), required="d_model" not in defaults)
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--d-model", type=int, required=True)
     parser.add_argument("--freeze-wv", action="store_true", help="freeze W_V at the identity")
     parser.add_argument("--freeze-embed", action="store_true", help="freeze W_E at its Gaussian init")
-    parser.add_argument("--steps", type=int, default=defaults.get("steps", 2000))
-    parser.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 256))
-    parser.add_argument("--lr", type=float, default=defaults.get("lr", 1e-3))
+    parser.add_argument("--steps", type=int, default=2000, help="the budget, or the cap with --plateau-window")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--eval-samples", type=int, default=10_000)
+    parser.add_argument("--plateau-window", type=int, default=0,
+                        help="stop when held-out accuracy gains < 0.005 over this many steps (0: train all --steps)")
     parser.add_argument("--seed", type=int, default=0, help="seeds both the init and the data")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lca-interp", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train an LCA toy and write model, config, metrics")
-    _add_task_flags(train, required=True)
-    _add_train_flags(train, {})
+    train = commands.add_parser("train", help="train an LCA toy and write model, config, metrics, training.png")
+    _add_task_flags(train)
+    _add_train_flags(train)
+    train.add_argument("--out", type=Path, required=True, help="output folder")
     train.set_defaults(run=_run_train)
 
-    reproduce = commands.add_parser(
-        "reproduce", help="measure paper A's synthetic claims; write claims.json, figures, report.html"
-    )
+    reproduce = commands.add_parser("reproduce", help="measure paper A's synthetic claims; write claims.json, figures, report.html")
     reproduce.add_argument("--quick", action="store_true", help="reduced size: minutes on 2 CPU cores")
     reproduce.add_argument("--seeds", type=int, default=None, help="seeds per claim (default: the scale's)")
     reproduce.add_argument("--claims", nargs="+", metavar="ID", help="only these claims (e.g. C1 T2)")
@@ -59,14 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--model", required=True,
                         help="TL model name, local HF folder, google/gemma-3-270m offline, or a trained LCA toy folder (with --anatomy)")
     hijack.add_argument("--dataset", help="counterfact, capitals, or a CounterFact JSON file (not for a toy)")
-    hijack.add_argument("--scheme", choices=["generic", "negation", "reverse-generic", "reverse-negation"], default="generic")
+    hijack.add_argument("--scheme", choices=SCHEMES, default="generic")
     hijack.add_argument("--max-prepends", type=int, default=3, help="largest k")
     hijack.add_argument("--limit", type=int, default=None, help="first N facts")
     hijack.add_argument("--batch-size", type=int, default=16)
     hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
     hijack.add_argument("--out", type=Path, required=True, help="output folder")
-    hijack.add_argument("--mitigation", nargs="+", choices=["masked", "intercept", "both"], default=[],
-                        help="paper B's mitigations during the hijack, one or more (the intercept is fitted on capitals); ES is reported with and without each")
+    hijack.add_argument("--mitigation", nargs="+", choices=MITIGATIONS, default=[],
+                        help="paper B's mitigations during the hijack, one or more (the intercept is fitted on capitals); "
+                             "ES is reported with and without each")
     hijack.add_argument("--anatomy", action="store_true",
                         help="also write anatomy.json/.png/.html: heads that read the hijack and write o_, and ablating them")
     hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
@@ -84,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--out", type=Path, required=True, help="output folder")
     recall.set_defaults(run=_run_recall)
 
+    report = commands.add_parser("report", help="redraw every figure and page of a results folder from its JSON, no model")
+    report.add_argument("folder", type=Path, help="a folder of results (searched recursively)")
+    report.set_defaults(run=_run_report)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
@@ -91,108 +99,100 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configs(args: argparse.Namespace, m: int, context_len: int):
+def _run_train(args: argparse.Namespace) -> None:
+    from lca_interp import report
     from lca_interp.task import LCATask
     from lca_interp.toy import ToyConfig
-    from lca_interp.train import TrainConfig
+    from lca_interp.training import TrainConfig, train
 
-    task = LCATask(
-        m=m, omega=args.omega, beta=args.beta, context_len=context_len, neighbourhood=args.neighbourhood
-    )
-    toy = ToyConfig(
-        d_vocab=task.vocab_size,
-        d_model=args.d_model,
-        n_ctx=context_len,
-        freeze_wv=args.freeze_wv,
-        freeze_embed=args.freeze_embed,
-        seed=args.seed,
-    )
-    train = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        eval_every=max(1, args.steps // 20),
-        eval_samples=args.eval_samples,
-        checkpoint_every=max(1, args.steps // 4),
-        seed=args.seed,
-    )
-    return task, toy, train
-
-
-def _run_train(args: argparse.Namespace) -> None:
-    from lca_interp.report import training_figure
-    from lca_interp.artifacts import save_figure
-    from lca_interp.train import train
-
-    task, toy, config = _configs(args, args.m, args.context_len)
-    result = train(task, toy, config, out_dir=args.out)
-    save_figure(args.out / "training.png", training_figure(
-        result.history, result.metrics["bayes_accuracy"], f"m={task.m}, L={task.context_len}, d={toy.d_model}"
-    ))
-    metrics = result.metrics
-    print(
-        f"accuracy {metrics['accuracy']:.4f} (Bayes ceiling {metrics['bayes_accuracy']:.4f}) "
-        f"after {metrics['steps']} steps in {metrics['train_seconds']:.0f} s → {args.out}"
-    )
+    task = LCATask(m=args.m, omega=args.omega, beta=args.beta, context_len=args.context_len, neighbourhood=args.neighbourhood)
+    toy = ToyConfig(d_vocab=task.vocab_size, d_model=args.d_model, n_ctx=args.context_len, freeze_wv=args.freeze_wv,
+                    freeze_embed=args.freeze_embed, seed=args.seed)
+    every = max(1, args.steps // 20)
+    if args.plateau_window > 0:  # about four evaluations per window, on a step count that divides it
+        every = next(d for d in range(max(1, args.plateau_window // 4), 0, -1) if args.plateau_window % d == 0)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         eval_every=every, eval_samples=args.eval_samples, checkpoint_every=max(1, args.steps // 4),
+                         seed=args.seed, plateau_window=args.plateau_window)
+    metrics = train(task, toy, config, out_dir=args.out).metrics
+    report.render(args.out / "metrics.json")
+    stop = " (plateau)" if metrics["plateaued"] else ""
+    print(f"accuracy {metrics['accuracy']:.4f} (Bayes ceiling {metrics['bayes_accuracy']:.4f}) after "
+          f"{metrics['steps']} steps{stop} in {metrics['train_seconds']:.0f} s → {args.out}")
 
 
 def _run_reproduce(args: argparse.Namespace) -> None:
-    from lca_interp.evals.lca import FULL, QUICK
-    from lca_interp.evals.reproduce import reproduce
+    from lca_interp import report
+    from lca_interp.evals.claims import FULL, QUICK
+    from lca_interp.evals.claims.reproduce import reproduce
 
     result = reproduce(args.out, QUICK if args.quick else FULL, seeds=args.seeds, claim_ids=args.claims)
+    report.save(result, args.out / "claims.json")
     for claim in result.claims:
         print(f"{claim.id:>4}  {'holds' if claim.holds else 'does NOT hold':<13}  {claim.claim}")
-    print(
-        f"{sum(c.holds for c in result.claims)}/{len(result.claims)} claims hold at the "
-        f"{result.scale.name} scale in {result.seconds / 60:.1f} min → {args.out / 'report.html'}"
-    )
+    print(f"{sum(c.holds for c in result.claims)}/{len(result.claims)} claims hold at the {result.scale.name} scale "
+          f"in {result.seconds:.1f} s → {args.out / 'report.html'}")
 
 
 def _run_hijack(args: argparse.Namespace) -> None:
-    from lca_interp.evals.hijack import run_hijack
-    from lca_interp.facts import load_facts
-    from lca_interp.pretrained import load_model
+    from lca_interp import report
+    from lca_interp.runs import is_run_folder
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}.")
     if args.anatomy and args.anatomy_k < 1:
         raise ValueError(f"--anatomy-k must be ≥ 1, got {args.anatomy_k}.")
-    if _is_toy_run(args.model):
+    if is_run_folder(args.model):
         return _run_toy_anatomy(args)
     if args.dataset is None:
         raise ValueError("--dataset is required for a pretrained model: counterfact, capitals, or a CounterFact JSON file.")
+    from lca_interp.evals.hijack import hijack_with_mitigations
+    from lca_interp.evals.recall import final_intercept
+    from lca_interp.facts import load_facts
+    from lca_interp.pretrained import load_model
+
     facts = load_facts(args.dataset, limit=args.limit, seed=args.seed)
     model = load_model(args.model)
-    result = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
-                        model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-    mitigated = {}
-    if args.mitigation:
-        from lca_interp.evals.recall import final_intercept, mitigation
-
-        intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
-        for name in dict.fromkeys(args.mitigation):
-            with mitigation(model, name, intercept):
-                mitigated[name] = run_hijack(model, facts.facts, args.scheme, args.max_prepends, args.batch_size,
-                                             model_name=args.model, dataset_name=args.dataset, seed=args.seed)
-            print(f"with the {name} mitigation: {mitigated[name].summary()}")
-    written = result.save(args.out, compare=mitigated, skipped_records=len(facts.skipped))
-    print(f"{result.summary()} → {written}")
+    intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
+    result = hijack_with_mitigations(model, facts.facts, args.mitigation, intercept, scheme=args.scheme,
+                                     max_prepends=args.max_prepends, batch_size=args.batch_size, model_name=args.model,
+                                     dataset_name=args.dataset, seed=args.seed)
+    result.skipped_records = len(facts.skipped)
+    report.save(result, args.out / "hijack.json")
+    print(f"{result.summary()} → {args.out / 'hijack.json'}")
+    for name, mitigated in result.mitigations.items():
+        print(f"with the {name} mitigation: ES {', '.join(f'{v:.3f}' for v in mitigated['efficacy_score'])}")
     if args.anatomy:
-        from lca_interp.evals.anatomy import hijack_anatomy, write_anatomy
+        from lca_interp.evals.anatomy import hijack_anatomy
 
         anatomy = hijack_anatomy(model, facts.facts, args.scheme, k=args.anatomy_k, max_prepends=args.max_prepends,
                                  top_n=args.top_heads, batch_size=args.batch_size, model_name=args.model, seed=args.seed,
                                  baseline=result.efficacy_score)
-        written = write_anatomy(model, anatomy, args.out)
+        report.save(anatomy, args.out / "anatomy.json")
         top = ", ".join(f"{row['head']} ({row['dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
         print(f"heads whose direct vote moves most toward o_: {top}; ES with them ablated: "
-              f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)} → {written}")
+              f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)} → {args.out / 'anatomy.html'}")
+
+
+def _run_toy_anatomy(args: argparse.Namespace) -> None:
+    """The LCA toy has no facts: its hijack is a context mixed with another output's."""
+    from lca_interp import report
+    from lca_interp.evals.toy_anatomy import toy_hijack_anatomy
+    from lca_interp.runs import load_toy
+
+    if not args.anatomy or args.dataset is not None:
+        raise ValueError(f"{args.model} is a trained LCA toy: pass --anatomy and no --dataset (its hijack mixes contexts of two outputs).")
+    model, task = load_toy(args.model)
+    anatomy = toy_hijack_anatomy(model, task, seed=args.seed)
+    report.save(anatomy, args.out / "anatomy.json")
+    rows = ", ".join(f"{f:.2f}: {m:.3f}/{u:.3f}" for f, m, u in zip(anatomy.fractions, anatomy.mass_foreign, anatomy.uniform_foreign))
+    print(f"toy: attention on foreign tokens / uniform share, by mixed fraction: {rows}; flip rate "
+          f"{', '.join(f'{r:.3f}' for r in anatomy.flip_rate)} → {args.out / 'anatomy.html'}")
 
 
 def _run_recall(args: argparse.Namespace) -> None:
-    from lca_interp.evals.recall import run_recall, write_recall
+    from lca_interp import report
+    from lca_interp.evals.recall import run_recall
     from lca_interp.facts import load_facts
     from lca_interp.pretrained import load_model
 
@@ -202,49 +202,35 @@ def _run_recall(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     result, _ = run_recall(model, facts, shots=args.shots, limit=args.limit, mlp_layer=args.mlp_layer,
                            batch_size=args.batch_size, model_name=args.model, seed=args.seed)
-    written = write_recall(result, args.out)
-    fixes = ", ".join(f"{name} {result.zero_shot[name]['p_mean']:.4f}" for name in ("masked", "intercept", "both"))
+    report.save(result, args.out / "recall.json")
+    fixes = ", ".join(f"{name} {result.zero_shot[name]['p_mean']:.4f}" for name in MITIGATIONS)
     top = ", ".join(f"{h['head']} ({h['patch_effect']:+.3f})" for h in result.heads[:3])
     print(f"P(answer), zero-shot, n = {result.n}: baseline {result.zero_shot['baseline']['p_mean']:.4f}, {fixes}; "
-          f"{result.shots}-shot baseline {result.few_shot['baseline']['p_mean']:.4f}; argument-passing heads {top} → {written}")
+          f"{result.shots}-shot baseline {result.few_shot['baseline']['p_mean']:.4f}; argument-passing heads {top} "
+          f"→ {args.out / 'recall.json'}")
 
 
-def _is_toy_run(model: str) -> bool:
-    import json
+def _run_report(args: argparse.Namespace) -> None:
+    from lca_interp import report
 
-    config = Path(model) / "config.json"
-    try:
-        return config.is_file() and "task" in json.loads(config.read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def _run_toy_anatomy(args: argparse.Namespace) -> None:
-    """The LCA toy has no facts: its hijack is a context mixed with another output's."""
-    from lca_interp.evals.anatomy import toy_hijack_anatomy, write_toy_anatomy
-    from lca_interp.train import load_toy
-
-    if not args.anatomy or args.dataset is not None:
-        raise ValueError(f"{args.model} is a trained LCA toy: pass --anatomy and no --dataset (its hijack mixes contexts of two outputs).")
-    model, task = load_toy(args.model)
-    anatomy = toy_hijack_anatomy(model, task, seed=args.seed)
-    written = write_toy_anatomy(model, task, anatomy, args.out, seed=args.seed)
-    rows = ", ".join(f"{f:.2f}: {m:.3f}/{u:.3f}" for f, m, u in zip(anatomy.fractions, anatomy.mass_foreign, anatomy.uniform_foreign))
-    print(f"toy: attention on foreign tokens / uniform share, by mixed fraction: {rows}; flip rate "
-          f"{', '.join(f'{r:.3f}' for r in anatomy.flip_rate)} → {written}")
+    began = time.perf_counter()
+    found = report.results_in(args.folder)
+    if not found:
+        raise ValueError(f"{args.folder} holds no result JSON this library draws.")
+    written = [path for result in found for path in report.render(result)]
+    print(f"redrew {len(found)} results ({len(written)} figures and pages) in {time.perf_counter() - began:.1f} s "
+          f"under {args.folder}")
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from lca_interp.demo import run_demo
 
-    summary = run_demo(args.out, steps=args.steps)
-    for line in summary["lines"]:
+    for line in run_demo(args.out, steps=args.steps)["lines"]:
         print(line)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError) as error:

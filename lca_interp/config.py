@@ -2,6 +2,7 @@
 
 `from_dict` refuses unknown keys (a typo in a config file is an error, not a silently ignored
 setting); `to_dict` is plain `asdict`, so configs go into config.json and checkpoint metadata as is.
+Fields a config derives itself (`init=False`) are not keys of its dict form.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class Config:
 
     @classmethod
     def from_dict(cls: type[C], data: dict) -> C:
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        known = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected {sorted(known)}.")

@@ -13,20 +13,23 @@ Gemma-3-270m (`recall/`; `lca-interp recall` runs it on any model and fact set).
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 from lca_interp import artifacts, report
-from lca_interp.facts import load_capitals
-from lca_interp.pretrained import load_model
-from lca_interp.task import LCATask
-from lca_interp.toy import ToyConfig
-from lca_interp.evals.anatomy import toy_hijack_anatomy, write_toy_anatomy
+from lca_interp.evals.claims import QUICK
+from lca_interp.evals.claims.reproduce import reproduce
 from lca_interp.evals.hijack import HijackResult, run_hijack
-from lca_interp.evals.lca import QUICK
-from lca_interp.evals.recall import run_recall, write_recall
-from lca_interp.evals.reproduce import reproduce
-from lca_interp.train import TrainConfig, eval_set, train
+from lca_interp.evals.recall import run_recall
+from lca_interp.evals.toy_anatomy import toy_hijack_anatomy
+from lca_interp.facts import load_capitals
+from lca_interp.hooks.attention import attention_examples
+from lca_interp.pretrained import load_model
+from lca_interp.task import LCATask, token_label
+from lca_interp.toy import ToyConfig
+from lca_interp.training import TrainConfig, eval_set, train
 
 DEMO_TASK = dict(m=8, omega=0.5, beta=1.0, context_len=64, neighbourhood="all")
 DEMO_D_MODEL = 128
@@ -40,62 +43,54 @@ DEMO_RECALL = dict(limit=10, shots=3)
 
 
 def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
-    """Train the default toy into `out_dir/toy` and write the demo's figures and page."""
+    """Train the default toy into `out_dir/toy` and write the demo's results, figures and pages."""
     out = Path(out_dir)
     task = LCATask(**DEMO_TASK)
     toy = ToyConfig(d_vocab=task.vocab_size, d_model=DEMO_D_MODEL, n_ctx=task.context_len)
     config = TrainConfig(**{**DEMO_TRAIN, **({"steps": steps} if steps else {})})
     result = train(task, toy, config, out_dir=out / "toy")
+    report.render(out / "toy" / "metrics.json")
     metrics = result.metrics
-    title = f"LCA toy: m={task.m}, L={task.context_len}, d={toy.d_model}"
-    artifacts.save_figure(
-        out / "training.png", report.training_figure(result.history, metrics["bayes_accuracy"], title)
-    )
     x, y = eval_set(task, config)
-    report.write_page(
-        out / "attention.html",
-        "LCA toy: attention on held-out contexts",
-        [
-            f"<p>{title}; held-out accuracy {metrics['accuracy']:.4f}, Bayes ceiling "
-            f"{metrics['bayes_accuracy']:.4f} on {metrics['eval_samples']} samples.</p>",
-            *report.toy_attention_views(result.model, task, x[:3], y[:3]),
-        ],
-    )
+    summary = (f"LCA toy: m={task.m}, L={task.context_len}, d={toy.d_model}; held-out accuracy {metrics['accuracy']:.4f}, "
+               f"Bayes ceiling {metrics['bayes_accuracy']:.4f} on {metrics['eval_samples']} samples.")
+    examples = attention_examples(result.model, x[:3], targets=y[:3].tolist(), token_labels=partial(token_label, m=task.m))
+    report.save({"kind": "toy_attention", "summary": summary, "examples": [asdict(e) for e in examples]}, out / "attention.json")
     toy_anatomy = toy_hijack_anatomy(result.model, task)
-    write_toy_anatomy(result.model, task, toy_anatomy, out / "toy_anatomy")
+    report.save(toy_anatomy, out / "toy_anatomy" / "anatomy.json")
     lines = [
         f"toy accuracy {metrics['accuracy']:.4f}, Bayes ceiling {metrics['bayes_accuracy']:.4f} "
         f"({metrics['steps']} steps, {metrics['train_seconds']:.0f} s)",
-        f"wrote {out / 'toy'}, {out / 'training.png'}, {out / 'attention.html'}",
+        f"wrote {out / 'toy'} (training.png there), {out / 'attention.html'}",
         f"toy hijacked by mixing in another output's context (fractions {toy_anatomy.fractions}): flip rate "
         f"{', '.join(f'{r:.3f}' for r in toy_anatomy.flip_rate)}; attention on foreign tokens "
         f"{', '.join(f'{m:.3f}' for m in toy_anatomy.mass_foreign)} (uniform would give "
         f"{', '.join(f'{u:.3f}' for u in toy_anatomy.uniform_foreign)}) → {out / 'toy_anatomy' / 'anatomy.html'}",
     ]
     quick = reproduce(out / "claims", QUICK, seeds=1, claim_ids=DEMO_CLAIMS)
-    lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}"
-              for c in quick.claims]
+    report.save(quick, out / "claims" / "claims.json")
+    lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}" for c in quick.claims]
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
     llm = load_model(DEMO_LLM)
     hijack = run_hijack_demo(llm, out / "hijack")
     lines += [f"{DEMO_LLM}: {hijack.summary()}", f"wrote {out / 'hijack' / 'hijack.json'}, {out / 'hijack' / 'hijack.png'}"]
     recall, _ = run_recall(llm, **DEMO_RECALL, model_name=DEMO_LLM)
-    write_recall(recall, out / "recall")
+    report.save(recall, out / "recall" / "recall.json")
     zero = recall.zero_shot
     lines += [f"{DEMO_LLM} recall (paper B), {recall.n} zero-shot capital prompts: P(answer) baseline "
               f"{zero['baseline']['p_mean']:.3f}, final layer masked {zero['masked']['p_mean']:.3f}, final MLP intercept "
               f"removed {zero['intercept']['p_mean']:.3f}, both {zero['both']['p_mean']:.3f}; top argument-passing head "
               f"{recall.heads[0]['head']} → {out / 'recall' / 'recall.html'}"]
-    summary = {"task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics,
-               "claims": [c.to_dict() for c in quick.claims], "toy_anatomy": toy_anatomy.to_dict(),
-               "hijack": hijack.to_dict(), "recall": recall.to_dict(), "lines": lines}
-    artifacts.write_json(out / "demo.json", summary)
-    return summary
+    artifacts.write_json(out / "demo.json", {
+        "task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics, "claims": [c.to_dict() for c in quick.claims],
+        "toy_anatomy": toy_anatomy.to_dict(), "hijack": hijack.to_dict(), "recall": recall.to_dict(), "lines": lines})
+    return {"lines": lines}
 
 
 def run_hijack_demo(model, out_dir: str | Path) -> HijackResult:
     """Generic hijacking of every country → capital fact on the demo's LLM."""
     facts = load_capitals(seed=0, limit=DEMO_CAPITALS_LIMIT)
     result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
-    result.save(out_dir, skipped_records=len(facts.skipped))
+    result.skipped_records = len(facts.skipped)
+    report.save(result, Path(out_dir) / "hijack.json")
     return result

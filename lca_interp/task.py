@@ -27,12 +27,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lca_interp.config import Config
+from lca_interp.options import NEIGHBOURHOODS
+
 NeighbourhoodName = Literal["all", "hamming1", "cluster1", "cluster2"]
-NEIGHBOURHOODS: tuple[str, ...] = ("all", "hamming1", "cluster1", "cluster2")
 
 # V x V float64 matrices: m = 12 gives V = 4096 and 128 MiB per matrix; m = 13 would need 512 MiB
 # for each of the half-dozen matrices a task holds.
@@ -46,6 +49,15 @@ def as_generator(seed: int | torch.Generator) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
     return torch.Generator().manual_seed(int(seed))
+
+
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from a tuple of integers (e.g. (seed, stream, step)).
+
+    The length leads the entropy because SeedSequence ignores trailing zeros: (s, 0) ≠ (s,).
+    """
+    entropy = [len(keys), *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> 1)
 
 
 def latent_bits(m: int) -> Int[Tensor, "V m"]:
@@ -89,7 +101,7 @@ def neighbourhood_mask(m: int, name: str) -> Bool[Tensor, "V V"]:
 
 
 @dataclass(frozen=True, eq=False)
-class LCATask:
+class LCATask(Config):
     """One LCA distribution: parameters plus the exact matrices they define.
 
     Args:
@@ -110,6 +122,9 @@ class LCATask:
     mask: Bool[Tensor, "V V"] = field(init=False, repr=False, compare=False)
     pi: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
     p: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+    # Row-normalised CDFs of p and π, built once: sampling then gathers rows instead of summing them.
+    cdf_p: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+    cdf_pi: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or not 1 <= self.m <= MAX_M:
@@ -140,6 +155,8 @@ class LCATask:
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "pi", pi)
         object.__setattr__(self, "p", p)
+        object.__setattr__(self, "cdf_p", _cdf(p))
+        object.__setattr__(self, "cdf_pi", _cdf(pi))
 
     def _resolve_mask(self) -> Bool[Tensor, "V V"]:
         if isinstance(self.neighbourhood, str):
@@ -181,18 +198,15 @@ class LCATask:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LCATask":
-        known = {"m", "omega", "beta", "context_len", "neighbourhood"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown LCA task fields {sorted(unknown)}; expected {sorted(known)}.")
+        """The inverse of `to_dict`; a neighbourhood given as lists of neighbours becomes a mask."""
         neighbourhood = data.get("neighbourhood", "all")
-        if isinstance(neighbourhood, list):
+        if isinstance(neighbourhood, list) and isinstance(data.get("m"), int):
             V = 2 ** data["m"]
             mask = torch.zeros(V, V, dtype=torch.bool)
             for z_star, neighbours in enumerate(neighbourhood):
                 mask[z_star, neighbours] = True
-            neighbourhood = mask
-        return cls(**{**data, "neighbourhood": neighbourhood})
+            data = {**data, "neighbourhood": mask}
+        return super().from_dict(data)
 
     # ------------------------------------------------------------------ sampling
 
@@ -211,8 +225,8 @@ class LCATask:
         y = torch.randint(V, (batch_size,), generator=gen)
         u_context = torch.rand(batch_size, L - 1, generator=gen, dtype=torch.float64)
         u_last = torch.rand(batch_size, 1, generator=gen, dtype=torch.float64)
-        context = _inverse_cdf(self.p[y], u_context)
-        last = _inverse_cdf(self.pi[y], u_last)
+        context = torch.searchsorted(self.cdf_p[y], u_context, right=True)
+        last = torch.searchsorted(self.cdf_pi[y], u_last, right=True)
         return torch.cat([context, last], dim=1), y
 
     # ------------------------------------------------------------------ exact inference
@@ -256,9 +270,26 @@ class LCATask:
         return float((hit / is_best.sum(dim=-1)).mean())
 
 
+def mix_contexts(
+    x_own: Int[Tensor, "batch L"], x_other: Int[Tensor, "batch L"], fraction: float
+) -> Int[Tensor, "batch L"]:
+    """Context hijacking in the toy: the first ⌊fraction·(L−1)⌋ context tokens of x_own replaced
+    by x_other's (contexts drawn for other outputs); the last token t_L is always x_own's."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}.")
+    n = int(fraction * (x_own.shape[1] - 1))
+    mixed = x_own.clone()
+    mixed[:, :n] = x_other[:, :n]
+    return mixed
+
+
+def _cdf(probs: Float[Tensor, "rows V"]) -> Float[Tensor, "rows V"]:
+    """Cumulative sums normalised so each row ends at exactly 1."""
+    cdf = probs.cumsum(dim=-1)
+    return cdf / cdf[:, -1:]
+
+
 def _inverse_cdf(
     probs: Float[Tensor, "batch V"], uniforms: Float[Tensor, "batch n"]
 ) -> Int[Tensor, "batch n"]:
-    cdf = probs.cumsum(dim=-1)
-    cdf = cdf / cdf[:, -1:]
-    return torch.searchsorted(cdf, uniforms, right=True)
+    return torch.searchsorted(_cdf(probs), uniforms, right=True)

@@ -34,10 +34,9 @@ from jaxtyping import Bool, Float, Int
 from scipy.linalg import subspace_angles
 from torch import Tensor
 
-from lca_interp.hooks.attention import class_attention_matrix
+from lca_interp.fit import least_squares
 from lca_interp.task import LCATask, as_generator, hamming_distances, latent_bits
 from lca_interp.toy import LCAToy, ToyConfig
-
 
 # ---------------------------------------------------------------------- Eq 5.1
 
@@ -145,15 +144,14 @@ class GeometryFit:
 
 
 def embedding_geometry(W_E: Float[Tensor, "V d"], m: int) -> GeometryFit:
-    gram = (W_E.double() @ W_E.double().T).numpy()
-    distances = hamming_distances(m).numpy()
+    gram = W_E.double() @ W_E.double().T
+    distances = hamming_distances(m)
     means = [float(gram[distances == k].mean()) for k in range(m + 1)]
     off = distances > 0
-    design = np.stack([-distances[off], np.ones(off.sum())], axis=1).astype(np.float64)
-    (a, b), *_ = np.linalg.lstsq(design, gram[off], rcond=None)
-    residual = gram[off] - design @ np.array([a, b])
-    r2 = 1.0 - residual.var() / gram[off].var()
-    return GeometryFit(mean_by_distance=means, a=float(a), b=float(b), b0=means[0], r2=float(r2))
+    design = torch.stack([-distances[off].double(), torch.ones(int(off.sum()), dtype=torch.float64)], dim=1)
+    fit = least_squares(design, gram[off])
+    a, b = fit.coefficients.tolist()
+    return GeometryFit(mean_by_distance=means, a=a, b=b, b0=means[0], r2=fit.r2)
 
 
 def eq52_gram(m: int, a: float, b: float, b0: float) -> Float[Tensor, "V V"]:
@@ -217,12 +215,9 @@ def same_cluster_attention(
     return (pattern_last * same).sum(-1)
 
 
-def cluster_attention_matrix(
-    pattern_last: Float[Tensor, "batch L"],
-    x: Int[Tensor, "batch L"],
-    clusters: Int[Tensor, "V"],
-    n_clusters: int,
-) -> Float[Tensor, "n_clusters n_clusters"]:
-    """Mean attention mass from the last position onto each key cluster (columns), averaged over
-    contexts whose last token is in each cluster (rows). Rows sum to 1."""
-    return class_attention_matrix(pattern_last, clusters[x], clusters[x[:, -1]], n_clusters)
+def toy_reference_map(task: LCATask) -> Bool[Tensor, "V V"]:
+    """The token map Eq 5.1 stores: reference[s, t] = 1 iff reading s should write t, i.e.
+    s ∈ N_1(t). `hamming1_partners(task)` transposed (its row t lists N_1(t)); for the standard
+    neighbourhoods the relation is symmetric, for a custom mask the direction matters. Compare
+    with `hooks.circuits.full_ov_circuit(toy, 0, 0, range(V))` via `hooks.circuits.memory_score`."""
+    return hamming1_partners(task).T.contiguous()

@@ -20,6 +20,15 @@ u_j W_K (u_i W_Q)ᵀ = u_jᵀ W_K(paper)ᵀ W_Q(paper) u_i. W_O is a constant id
 biases are constant zero buffers, so `model.OV` is exactly W_V and no optimizer ever sees them.
 Attention is bidirectional (σ normalises over all L keys), matching the formula for every column.
 
+TransformerLens's own tools
+---------------------------
+What makes sense for the toy works on it: `run_with_cache`, `model.OV`/`model.QK`,
+`SVDInterpreter` (through `tl_parameters`, which lists the constant W_O and the tied W_U),
+`cache.stack_head_results` and `cache.logit_attrs`, `transformer_lens.patching`. What does not
+refuses with one sentence: text generation and tokenizer helpers (the toy's tokens are integers
+0..V−1; `task.token_label` names them), the language-model loss (the toy's loss is cross-entropy
+at the last position against z*), and residual decompositions (the toy has no residual stream).
+
 `forward(tokens, last_position_only=True)` computes the query at the last position only and
 returns logits [batch, V]; training and evaluation use it, since the loss lives there. Hook
 points fire as usual, with query-position dimension 1 for `hook_q`, `hook_pattern`, `hook_z`,
@@ -40,7 +49,7 @@ import torch
 import torch.nn as nn
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformer_lens.components import Attention, Embed
 from transformer_lens.hook_points import HookPoint
 
@@ -224,7 +233,10 @@ class LCAToy(HookedTransformer):
                 "the LCA toy takes token ids as an integer tensor [batch, pos]; it has no tokenizer."
             )
         if return_type not in ("logits", None):
-            raise ValueError(f"return_type must be 'logits' or None for the LCA toy, got {return_type!r}.")
+            raise ValueError(
+                f"return_type must be 'logits' or None: the LCA toy has no language-model {return_type!r}; its loss is "
+                "cross-entropy at the last position against z* (lca_interp.training)."
+            )
         resid = self.hook_embed(self.embed(tokens))
         resid = self.blocks[0](resid, last_position_only)
         logits = self.unembed(resid)
@@ -234,3 +246,45 @@ class LCAToy(HookedTransformer):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ TransformerLens's tools
+
+    def tl_parameters(self) -> dict[str, Tensor]:
+        """Every weight under its TransformerLens name, the constant ones (W_O = I, zero biases)
+        and the tied unembedding W_U = W_Eᵀ included: what TL's `SVDInterpreter` reads."""
+        attn = self.blocks[0].attn
+        constants = {f"blocks.0.attn.{name}": getattr(attn, name) for name in ("W_O", "b_Q", "b_K", "b_V", "b_O")}
+        return {**dict(self.named_parameters()), **constants, "unembed.W_U": self.unembed.W_U, "unembed.b_U": self.unembed.b_U}
+
+    def run_with_cache(self, *args, **kwargs):  # type: ignore[override]
+        out, cache = super().run_with_cache(*args, **kwargs)
+        if isinstance(cache, ActivationCache):
+            cache = ToyActivationCache(cache.cache_dict, self, has_batch_dim=cache.has_batch_dim)
+        return out, cache
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Tensor:
+        """Zero: the toy's only bias-bearing path is attention, and its biases are constant zeros."""
+        return torch.zeros(self.cfg.d_model)
+
+    def generate(self, *args, **kwargs):  # type: ignore[override]
+        raise ValueError("the LCA toy predicts z* at the last position; it does not generate text.")
+
+    def loss_fn(self, *args, **kwargs):  # type: ignore[override]
+        raise ValueError("the LCA toy has no next-token loss; its loss is cross-entropy at the last position against z*.")
+
+    def _no_tokenizer(self, *args, **kwargs):
+        raise ValueError("the LCA toy has no tokenizer: its tokens are the integers 0..V−1 (task.token_label names them).")
+
+    to_tokens = to_string = to_str_tokens = to_single_token = _no_tokenizer  # type: ignore[assignment]
+
+
+class ToyActivationCache(ActivationCache):
+    """An `ActivationCache` that refuses to split a residual stream the toy does not have."""
+
+    def _no_residual_stream(self, *args, **kwargs):
+        raise ValueError(
+            "the LCA toy has no residual stream (its output is the attention output alone); use "
+            "cache.stack_head_results() for what the head writes."
+        )
+
+    decompose_resid = get_full_resid_decomposition = _no_residual_stream  # type: ignore[assignment]

@@ -11,7 +11,7 @@ import torch
 
 from lca_interp.task import LCATask
 from lca_interp.toy import LCAToy, ToyConfig
-from lca_interp.train import TrainConfig
+from lca_interp.training import TrainConfig
 
 
 @pytest.fixture(scope="session", autouse=True)

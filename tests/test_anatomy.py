@@ -9,11 +9,13 @@ import pytest
 import torch
 from conftest import needs_gemma
 
+from lca_interp import report
 from lca_interp.cli import main
-from lca_interp.evals.anatomy import hijack_anatomy, prompt_spans, toy_hijack_anatomy, write_anatomy
-from lca_interp.evals.hijack import hijacked_prompt
+from lca_interp.evals.anatomy import hijack_anatomy, prompt_spans
+from lca_interp.evals.toy_anatomy import toy_hijack_anatomy
 from lca_interp.facts import Fact
 from lca_interp.pretrained import load_model
+from lca_interp.prompts import hijacked_prompt
 
 EIFFEL = Fact.from_template("{} is located in the city of", "The Eiffel Tower", "Paris", "Chicago", case_id="eiffel")
 DARRIEUX = Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "English", case_id="dd")
@@ -50,7 +52,7 @@ def test_anatomy_end_to_end_on_a_random_gpt2(gpt2, tmp_path):
     assert not set(anatomy.top_heads) & set(anatomy.control_heads)
     assert len(anatomy.es_baseline) == len(anatomy.es_top_ablated) == 3
     assert all(0 <= m <= 1 + 1e-6 for row in anatomy.mass_context for m in row)
-    write_anatomy(gpt2, anatomy, tmp_path)
+    report.save(anatomy, tmp_path / "anatomy.json")
     data = json.loads((tmp_path / "anatomy.json").read_text())
     assert data["ranked_heads"][0]["head"] == f"L{anatomy.top_heads[0][0]}H{anatomy.top_heads[0][1]}"
     page = (tmp_path / "anatomy.html").read_text()

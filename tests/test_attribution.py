@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import needs_gemma
 
-from lca_interp.hooks.attribution import direct_logit_attribution, logit_lens
+from lca_interp.hooks.attribution import direct_logit_attribution
+from lca_interp.hooks.lens import logit_lens
 from lca_interp.pretrained import load_model
 
 PROMPTS = ["The Eiffel Tower is located in the city of", "Do not think of Chicago. The Eiffel Tower is in the city of"]

@@ -19,10 +19,10 @@ from lca_interp.hooks.circuits import (
     qk_circuit,
     singular_directions,
     token_map_circuit,
-    toy_reference_map,
 )
 from lca_interp.pretrained import load_model
 from lca_interp.task import LCATask, hamming_distances, token_label
+from lca_interp.theory import toy_reference_map
 
 
 @pytest.fixture(scope="module")

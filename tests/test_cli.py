@@ -16,6 +16,7 @@ def test_train_writes_model_config_metrics_and_figure(tmp_path, capsys):
                  "--eval-samples", "500", "--neighbourhood", "hamming1", "--freeze-wv", "--out", str(out)])
     assert code == 0
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "metrics.json", "training.png"}
+    assert (out / "training.png").stat().st_size > 5_000
     config = json.loads((out / "config.json").read_text())
     assert config["task"]["neighbourhood"] == "hamming1" and config["toy"]["freeze_wv"] is True
     metrics = json.loads((out / "metrics.json").read_text())
@@ -46,7 +47,39 @@ def test_train_refuses_bad_input_with_one_sentence_and_no_files(tmp_path, capsys
 def test_reproduce_single_claim(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--seeds", "1", "--claims", "T2", "--out", str(tmp_path)]) == 0
     assert "T2  holds" in capsys.readouterr().out
-    assert [c["id"] for c in json.loads((tmp_path / "claims.json").read_text())] == ["T2"]
+    assert [c["id"] for c in json.loads((tmp_path / "claims.json").read_text())["claims"]] == ["T2"]
+
+
+def test_report_redraws_every_result_from_its_json_alone(tmp_path, capsys, monkeypatch):
+    assert main(["reproduce", "--quick", "--seeds", "1", "--claims", "T2", "--out", str(tmp_path / "claims")]) == 0
+    assert main(["train", "--m", "3", "--context-len", "6", "--d-model", "8", "--steps", "10", "--eval-samples", "100",
+                 "--out", str(tmp_path / "toy")]) == 0
+    drawn = [tmp_path / "claims" / "T2.png", tmp_path / "claims" / "report.html", tmp_path / "toy" / "training.png"]
+    for path in drawn:
+        path.unlink()
+    import lca_interp.evals.claims.zoo as zoo
+
+    monkeypatch.setattr(zoo, "load_toy", lambda *a: pytest.fail("the report loaded a model"))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path)]) == 0
+    assert all(path.exists() for path in drawn)
+    assert "redrew 2 results" in capsys.readouterr().out
+
+
+def test_report_refuses_a_folder_without_results(tmp_path, capsys):
+    (tmp_path / "notes.json").write_text('{"not": "a result"}')
+    assert main(["report", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("lca-interp report: error: ") for line in errors)
+
+
+def test_train_to_the_plateau_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--m", "3", "--context-len", "6", "--d-model", "8", "--steps", "3000", "--lr", "0.03",
+                 "--plateau-window", "60", "--eval-samples", "300", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["plateaued"] and metrics["steps"] < 3000 and "(plateau)" in capsys.readouterr().out
 
 
 def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
@@ -60,7 +93,7 @@ def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 60)
     monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=3, shots=2))
     assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
-    for name in ["toy/model.safetensors", "toy/metrics.json", "training.png", "attention.html",
+    for name in ["toy/model.safetensors", "toy/metrics.json", "toy/training.png", "attention.html",
                  "claims/claims.json", "claims/report.html", "hijack/hijack.json", "hijack/hijack.png", "toy_anatomy/anatomy.html",
                  "recall/recall.json", "recall/recall.html", "demo.json"]:
         assert (tmp_path / name).exists(), name

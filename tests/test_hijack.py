@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import needs_gemma
 
 from lca_interp.cli import main
-from lca_interp.evals.hijack import SCHEMES, hijack_sentence, hijacked_prompt, run_hijack
+from lca_interp.evals.hijack import run_hijack
 from lca_interp.facts import Fact, load_counterfact
 from lca_interp.pretrained import load_model
+from lca_interp.prompts import SCHEMES, hijack_sentence, hijacked_prompt
 from lca_interp.scoring import target_log_probs
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"

@@ -10,11 +10,12 @@ import torch
 from conftest import needs_gemma
 
 from lca_interp.cli import main
-from lca_interp.evals.recall import (
-    argument_passing_heads, mitigation, recall_items, regress_on_vectors,
-)
+from lca_interp.evals.recall.heads import argument_passing_heads
+from lca_interp.evals.recall.items import recall_items
+from lca_interp.evals.recall.mlp import regress_on_vectors
 from lca_interp.facts import load_capitals
 from lca_interp.hooks.interventions import patch_activation
+from lca_interp.hooks.mitigations import mitigation
 from lca_interp.pretrained import load_model
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lca_interp import theory
-from lca_interp.task import LCATask, hamming_distances, latent_bits
-from lca_interp.train import evaluate
+from lca_interp.hooks.attention import class_attention_matrix
+from lca_interp.task import LCATask, hamming_distances
+from lca_interp.training import evaluate
 
 
 def slow_constructed_value_matrix(W_E: torch.Tensor, task: LCATask) -> torch.Tensor:
@@ -193,7 +194,7 @@ def test_cluster_attention_measures_against_loops():
     for i in range(6):
         expected = sum(float(pattern[i, j]) for j in range(5) if clusters[x[i, j]] == clusters[x[i, -1]])
         assert float(mass[i]) == pytest.approx(expected, abs=1e-6)
-    heat = theory.cluster_attention_matrix(pattern, x, clusters, 4)
+    heat = class_attention_matrix(pattern, clusters[x], clusters[x[:, -1]], 4)
     present = torch.unique(clusters[x[:, -1]])
     assert torch.allclose(heat[present].sum(1), torch.ones(len(present)))
     row = int(clusters[x[0, -1]])

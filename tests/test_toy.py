@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lca_interp.task import LCATask
 from lca_interp.toy import LCAToy, ToyConfig
-from lca_interp.train import TrainConfig, train
+from lca_interp.training import TrainConfig, train
 
 HOOK_NAMES = [
     "hook_embed",
@@ -329,3 +329,60 @@ def test_hooks_on_keys_and_values_always_fire(make_toy):
     edited = model.run_with_hooks(tokens, last_position_only=True, fwd_hooks=zero_values)
     assert torch.count_nonzero(edited) == 0
     assert not model.blocks[0]._keys_or_values_observed()  # and the hooks are gone afterwards
+
+
+# ---------------------------------------------------------------------- TransformerLens's own tools
+
+
+@pytest.fixture(scope="module")
+def trained_toy():
+    from lca_interp.training import TrainConfig, train
+
+    task = LCATask(m=4, omega=0.5, beta=1.0, context_len=12)
+    run = train(task, ToyConfig(d_vocab=16, d_model=12, n_ctx=12, seed=1),
+                TrainConfig(steps=150, batch_size=64, lr=1e-2, eval_every=50, eval_samples=500), progress=False)
+    return run.model, task
+
+
+def test_svd_interpreter_reads_the_value_matrix_through_the_tied_unembedding(trained_toy):
+    from transformer_lens import SVDInterpreter
+
+    model, _ = trained_toy
+    vectors = SVDInterpreter(model).get_singular_vectors("OV", layer_index=0, head_index=0, num_vectors=4)
+    assert vectors.shape == (16, 1, 4)
+    _, _, right = torch.linalg.svd(model.W_V[0, 0].detach())  # OV = W_V W_O = W_V
+    for i in range(4):
+        expected = right[i] @ model.W_E.detach().T  # the i-th output direction read through W_U = W_Eᵀ
+        cosine = torch.nn.functional.cosine_similarity(vectors[:, 0, i].detach(), expected, dim=0)
+        assert abs(float(cosine)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cache_head_results_and_logit_attrs_give_the_toys_logits(trained_toy):
+    model, task = trained_toy
+    x, y = task.sample(8, seed=3)
+    logits, cache = model.run_with_cache(x)
+    heads = cache.stack_head_results(layer=-1, pos_slice=-1)  # [head, batch, d_model]
+    attributed = cache.logit_attrs(heads, tokens=y, pos_slice=-1)  # [head, batch]
+    torch.testing.assert_close(attributed[0], logits[torch.arange(8), -1, y], rtol=1e-4, atol=1e-4)
+    assert torch.equal(model.accumulated_bias(1), torch.zeros(12))
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: m.generate(x, max_new_tokens=2),
+    lambda m, x: m(x, return_type="loss"),
+    lambda m, x: m.loss_fn(m(x), x),
+    lambda m, x: m.to_tokens("hello"),
+    lambda m, x: m.to_string(x[0]),
+    lambda m, x: m.to_str_tokens(x[0]),
+    lambda m, x: m.to_single_token("a"),
+    lambda m, x: m.run_with_cache(x)[1].decompose_resid(layer=-1),
+    lambda m, x: m.run_with_cache(x)[1].get_full_resid_decomposition(),
+], ids=["generate", "loss", "loss_fn", "to_tokens", "to_string", "to_str_tokens", "to_single_token",
+        "decompose_resid", "full_resid_decomposition"])
+def test_tl_tools_that_make_no_sense_for_the_toy_refuse_in_one_sentence(trained_toy, call):
+    model, task = trained_toy
+    x, _ = task.sample(2, seed=0)
+    with pytest.raises(ValueError) as error:
+        call(model, x)
+    message = str(error.value)
+    assert "LCA toy" in message and message.count(". ") == 0 and "\n" not in message

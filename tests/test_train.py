@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from lca_interp.runs import load_toy, save_run
 from lca_interp.task import LCATask
 from lca_interp.toy import ToyConfig
-from lca_interp.train import TrainConfig, eval_set, evaluate, load_toy, save_run, train
+from lca_interp.training import TrainConfig, eval_set, evaluate, train
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -71,7 +72,7 @@ def test_same_seed_gives_bitwise_identical_weights(task, toy_config, quick_train
 def test_save_run_then_load_toy_round_trip(tmp_path, task, quick_train_config):
     toy_config = ToyConfig(d_vocab=8, d_model=16, n_ctx=8, freeze_wv=True, seed=4)
     result = train(task, toy_config, quick_train_config, progress=False)
-    save_run(tmp_path / "run", result)
+    save_run(tmp_path / "run", result.model, task, quick_train_config, result.metrics)
     model, loaded_task = load_toy(tmp_path / "run")
 
     assert_same_weights(result.model, model)

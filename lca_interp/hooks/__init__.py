@@ -7,7 +7,11 @@ what lets paper A's toy analysis and its LLM analysis share one set of tools.
 
 - `attention`: capture patterns, attention mass onto chosen key positions, class-by-class maps.
 - `circuits`: per-head OV and QK circuits, their SVD read in token space, associative-memory scores.
-- `attribution`: direct logit attribution of heads, MLPs and embeddings; the logit lens.
+- `attribution`: direct logit attribution of heads, MLPs and embeddings.
+- `lens`: the logit lens.
 - `interventions`: context managers that restrict attention, steer, ablate and patch.
-- `select`: shared validation of layers, heads, hook names and inputs.
+- `mitigations`: paper B's two fixes of the final layer, built from those interventions.
+- `select`: shared validation of layers, heads (`Head`), hook names and inputs.
+
+Hooks import nothing from the LCA task, its theory, the evals or the report: a probe knows models.
 """

@@ -14,25 +14,29 @@ row at one query position, summed over a set of key positions. Three tools:
   positions, as a [batch, layer, head] tensor. Only that tensor is kept, never the patterns.
 - `class_attention_matrix`: mass by class of the key token, averaged by class of the query
   (e.g. the toy's latent clusters): a heat map whose rows sum to 1.
+- `attention_examples`: chosen heads' full patterns on a few inputs, with token labels and what
+  the model predicts, as plain data that `lca_interp.report` draws as circuitsvis views.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
-from lca_interp.hooks.select import Inputs, as_tokens, last_positions, layers_of
+from lca_interp.hooks.select import HeadLike, Inputs, as_tokens, heads_of, last_positions, layers_of
 
 KeyPositions = Union[Bool[Tensor, "batch pos"], Sequence[Iterable[int]]]
 
 
 def pattern_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
+    return get_act_name("pattern", layer)
 
 
 def _stop_after(model, layers: list[int]) -> dict:
@@ -132,3 +136,46 @@ def class_attention_matrix(
     mass = torch.einsum("bk,bkc->bc", pattern_rows, key_onehot)  # [batch, key class]
     query_onehot = torch.nn.functional.one_hot(query_classes, n_classes).to(pattern_rows.dtype)
     return (query_onehot.T @ mass) / query_onehot.sum(0).clamp_min(1)[:, None]
+
+
+@dataclass
+class AttentionExample:
+    """Attention of chosen heads on one input: `pattern[h][q][k]` for head `heads[h]` over the
+    input's real tokens (`tokens`, labelled), headed by the target and the model's prediction."""
+
+    heading: str
+    tokens: list[str]
+    heads: list[str]
+    pattern: list[list[list[float]]]
+
+
+@torch.no_grad()
+def attention_examples(
+    model,
+    inputs: Inputs,
+    heads: Optional[Sequence[HeadLike]] = None,
+    targets: Optional[Sequence[int]] = None,
+    token_labels: Optional[Callable[[int], str]] = None,
+) -> list[AttentionExample]:
+    """Patterns of `heads` ((layer, head) pairs; default: every head of layer 0) on each input.
+
+    Tokens are labelled by `token_labels(id)` (the toy has no tokenizer), else by the model's
+    tokenizer. Each heading names the target (when given) and the model's top next-token
+    prediction at the input's last real token."""
+    chosen = heads_of(model, heads if heads is not None else [(0, h) for h in range(model.cfg.n_heads)])
+    tokens = as_tokens(model, inputs)
+    lengths = (last_positions(model, inputs) + 1).tolist()
+    layers = sorted({layer for layer, _ in chosen})
+    names = {pattern_hook(layer) for layer in layers}
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    label = token_labels or (lambda t: model.to_string(torch.tensor([t])))
+    examples = []
+    for row, length in enumerate(lengths):
+        ids = tokens[row, :length].tolist()
+        prediction = label(int(logits[row, length - 1].argmax()))
+        target = f"target {label(int(targets[row]))}, " if targets is not None else ""
+        pattern = torch.stack([cache[pattern_hook(layer)][row, head, :length, :length] for layer, head in chosen])
+        examples.append(AttentionExample(
+            heading=f"{target}model predicts {prediction}", tokens=[label(t) for t in ids],
+            heads=[str(head) for head in chosen], pattern=pattern.float().cpu().tolist()))
+    return examples

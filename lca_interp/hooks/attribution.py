@@ -26,8 +26,7 @@ attribution is to the logits before the cap. A model without a residual stream (
 whose output replaces the stream) declares `has_residual_stream = False`; then only its last
 layer's attention output reaches the logits.
 
-The logit lens reads the residual stream after each layer through `ln_final` (its scale
-recomputed on that partial stream, as the lens is usually defined) and the unembedding.
+The logit lens (`hooks.lens`) reads the same stream after each layer instead.
 """
 
 from __future__ import annotations
@@ -40,10 +39,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.components import LayerNorm, LayerNormPre
+from transformer_lens.utilities import get_act_name
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
-from lca_interp.hooks.select import Inputs, as_tokens, last_positions
-from lca_interp.scoring import encode_target, logits_at
+from lca_interp.hooks.select import Head, Inputs, as_tokens, last_positions
+from lca_interp.scoring import encode_target
 
 Targets = Union[int, str, Sequence[Union[int, str]], Int[Tensor, "batch"]]
 
@@ -123,7 +123,7 @@ class LogitAttribution:
     n_heads: int
 
     def heads(self) -> Float[Tensor, "batch layer head"]:
-        index = [self.labels.index(f"L{l}H{h}") for l in range(self.n_layers) for h in range(self.n_heads)]
+        index = [self.labels.index(str(Head(l, h))) for l in range(self.n_layers) for h in range(self.n_heads)]
         return self.contributions[:, index].reshape(-1, self.n_layers, self.n_heads)
 
     def mean(self) -> dict[str, float]:
@@ -132,23 +132,6 @@ class LogitAttribution:
     def to_dict(self) -> dict:
         return {"labels": self.labels, "mean_contribution": self.contributions.mean(0).tolist(),
                 "logit_diff": self.logit_diff.tolist()}
-
-    def figure(self, top: int = 20, title: str = ""):
-        """Bar chart of the `top` components by |mean contribution|."""
-        from lca_interp.artifacts import pyplot
-
-        plt = pyplot()
-
-        means = self.contributions.mean(0)
-        order = means.abs().argsort(descending=True)[:top].tolist()[::-1]
-        fig, ax = plt.subplots(figsize=(6, 0.28 * len(order) + 1.2))
-        ax.barh([self.labels[i] for i in order], [float(means[i]) for i in order],
-                color=["tab:red" if means[i] < 0 else "tab:blue" for i in order])
-        ax.axvline(0, color="black", linewidth=0.6)
-        ax.set(xlabel="mean direct contribution to logit(A) − logit(B)",
-               title=title or f"direct logit attribution (mean logit diff {float(self.logit_diff.mean()):.2f})")
-        fig.tight_layout()
-        return fig
 
 
 @dataclass
@@ -169,10 +152,23 @@ class ResidualComponents:
         return self.vectors[:, [self.labels.index(label) for label in labels]]
 
 
+def mlp_label(layer: int) -> str:
+    return f"L{layer} MLP"
+
+
 @torch.no_grad()
-def residual_components(model, inputs: Inputs, positions: Optional[Int[Tensor, "batch"]] = None) -> ResidualComponents:
+def residual_components(
+    model, inputs: Inputs, positions: Optional[Int[Tensor, "batch"]] = None, batch_size: Optional[int] = None
+) -> ResidualComponents:
     """Embeddings, every head, attention bias and MLP output at one position per prompt (default:
-    each prompt's last real token), from one forward that keeps only that position."""
+    each prompt's last real token), from forwards that keep only that position; a list of prompts
+    runs `batch_size` at a time (default: all in one forward)."""
+    if batch_size is not None and isinstance(inputs, (list, tuple)) and len(inputs) > batch_size:
+        if positions is not None:
+            raise ValueError("pass positions=None when splitting prompts into batches (each uses its last token).")
+        parts = [residual_components(model, inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]
+        return ResidualComponents(parts[0].labels, torch.cat([p.vectors for p in parts]), torch.cat([p.stream for p in parts]),
+                                  None if parts[0].final_scale is None else torch.cat([p.final_scale for p in parts]))
     cfg = model.cfg
     tokens = as_tokens(model, inputs)
     batch = tokens.shape[0]
@@ -183,15 +179,15 @@ def residual_components(model, inputs: Inputs, positions: Optional[Int[Tensor, "
     norms = {l: output_norm(model, l) for l in layers}
     final = final_norm(model)
 
-    last_resid = f"blocks.{cfg.n_layers - 1}.hook_resid_post"
-    wanted = {f"blocks.{l}.attn.hook_z" for l in layers} | {last_resid}
+    last_resid = get_act_name("resid_post", cfg.n_layers - 1)
+    wanted = {get_act_name("z", l) for l in layers} | {last_resid}
     wanted |= {norm.scale_hook for norm in [*norms.values(), final] if norm is not None}
     if residual_stream:
         wanted.add("hook_embed")
         if cfg.positional_embedding_type == "standard" and "hook_pos_embed" in model.hook_dict:
             wanted.add("hook_pos_embed")
         if not cfg.attn_only:
-            wanted |= {f"blocks.{l}.hook_mlp_out" for l in layers}
+            wanted |= {get_act_name("mlp_out", l) for l in layers}
     picked: dict[str, Tensor] = {}
 
     def keep(activation: Tensor, hook) -> None:  # only the scored position of each prompt
@@ -208,19 +204,19 @@ def residual_components(model, inputs: Inputs, positions: Optional[Int[Tensor, "
             parts.append(picked[name])
     for l in layers:
         attn, norm = model.blocks[l].attn, norms[l]
-        heads = torch.einsum("bhd,hdm->bhm", picked[f"blocks.{l}.attn.hook_z"], attn.W_O.detach().double().cpu())
+        heads = torch.einsum("bhd,hdm->bhm", picked[get_act_name("z", l)], attn.W_O.detach().double().cpu())
         bias = attn.b_O.detach().double().cpu().expand(batch, -1)
         if norm is not None:
             scale = picked[norm.scale_hook]
             heads, bias = norm.apply(heads, scale[:, None]), norm.apply(bias, scale)
-        labels += [f"L{l}H{h}" for h in range(cfg.n_heads)] + [f"L{l} attn bias"]
+        labels += [str(Head(l, h)) for h in range(cfg.n_heads)] + [f"L{l} attn bias"]
         parts += [*heads.unbind(1), bias]
         if norm is not None and norm.bias is not None:
             labels.append(f"L{l} attn norm bias")
             parts.append(norm.bias.expand(batch, -1))
-        if f"blocks.{l}.hook_mlp_out" in picked:
-            labels.append(f"L{l} MLP")
-            parts.append(picked[f"blocks.{l}.hook_mlp_out"])
+        if get_act_name("mlp_out", l) in picked:
+            labels.append(mlp_label(l))
+            parts.append(picked[get_act_name("mlp_out", l)])
     return ResidualComponents(labels, torch.stack(parts, 1), picked[last_resid],
                               picked[final.scale_hook] if final is not None else None)
 
@@ -262,64 +258,3 @@ def direct_logit_attribution(
     # The model's own logit difference, from its final stream: what the pieces must add up to.
     logit_diff = (stream * direction).sum(-1) + sum(constants.values())
     return LogitAttribution(labels, contributions.float(), logit_diff.float(), cfg.n_layers, cfg.n_heads)
-
-
-# ---------------------------------------------------------------------- logit lens
-
-
-@dataclass
-class LogitLens:
-    """The next-token distribution read off the residual stream after each stage.
-
-    `stages` are "embed" (the stream entering layer 0) and "L0".."L{n-1}" (after each layer);
-    `probabilities[b, s, j]` is P(tracked[j]) at stage s for prompt b, and `top_tokens[b, s]`
-    the most likely token there. The last stage equals the model's own output distribution.
-    """
-
-    stages: list[str]
-    probabilities: Float[Tensor, "batch stage tracked"]
-    top_tokens: Int[Tensor, "batch stage"]
-
-    def to_dict(self) -> dict:
-        return {"stages": self.stages, "mean_probabilities": self.probabilities.mean(0).tolist(),
-                "top_tokens": self.top_tokens.tolist()}
-
-
-@torch.no_grad()
-def logit_lens(
-    model,
-    inputs: Inputs,
-    tracked: Sequence[Targets],
-    positions: Optional[Int[Tensor, "batch"]] = None,
-    chunk: int = 64,
-) -> LogitLens:
-    """P(each tracked target) after every layer at one position per prompt (default: the last
-    real token). Each entry of `tracked` is a target spec as in `direct_logit_attribution`."""
-    tokens = as_tokens(model, inputs)
-    batch, n_layers = tokens.shape[0], model.cfg.n_layers
-    positions = last_positions(model, inputs) if positions is None else torch.as_tensor(positions, dtype=torch.long)
-    ids = torch.stack([target_tokens(model, target, batch) for target in tracked], 1)  # [batch, tracked]
-    rows = torch.arange(batch)
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
-    streams: dict[str, Tensor] = {}
-
-    def keep(activation: Tensor, hook) -> None:
-        streams[hook.name] = activation[rows.to(activation.device), positions.to(activation.device)]
-
-    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
-        model(tokens, return_type=None)
-    stacked = torch.stack([streams[name] for name in names], 1)  # [batch, stage, d_model]
-    flat = stacked.reshape(-1, 1, stacked.shape[-1])
-    probabilities, top = [], []
-    for start in range(0, flat.shape[0], chunk):  # a [chunk, d_vocab] block of logits at a time
-        part = flat[start : start + chunk]
-        index = torch.arange(part.shape[0])
-        log_probs = logits_at(model, part, index, torch.zeros_like(index)).float().log_softmax(-1).cpu()
-        owners = torch.arange(start, start + part.shape[0]) // len(names)
-        probabilities.append(log_probs.gather(1, ids[owners]).exp())
-        top.append(log_probs.argmax(-1))
-    return LogitLens(
-        stages=["embed"] + [f"L{l}" for l in range(n_layers)],
-        probabilities=torch.cat(probabilities).reshape(batch, len(names), -1),
-        top_tokens=torch.cat(top).reshape(batch, len(names)),
-    )

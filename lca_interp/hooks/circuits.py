@@ -20,9 +20,9 @@ Paper A (Jiang et al. 2024) claims that in the LCA toy the value matrix *is* an 
 memory: Eq 5.1 builds W_V = Σ_t W_E(t) Σ_{t' ∈ N_1(t)} W_E(t')ᵀ, so that reading any Hamming-1
 neighbour of t writes t. In the toy (no residual, no normalisation, W_O = I, W_U = W_Eᵀ) the full
 OV circuit is exactly W_E W_V W_Eᵀ, and with orthonormal embeddings it equals the transposed
-neighbour adjacency. `memory_score` measures how close any token → token circuit comes to such a
-reference map, which lets the same number be computed for the toy's trained W_V and for an LLM
-head mapping country tokens to capital tokens (paper B).
+neighbour adjacency (`theory.toy_reference_map`). `memory_score` measures how close any
+token → token circuit comes to such a reference map, which lets the same number be computed
+for the toy's trained W_V and for an LLM head mapping country tokens to capital tokens (paper B).
 
 Invariant
 ---------
@@ -45,8 +45,6 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix, HookedTransformer
 
 from lca_interp.hooks.select import heads_of
-from lca_interp.task import LCATask
-from lca_interp.theory import hamming1_partners
 
 CIRCUITS = ("ov", "qk")
 TokenIds = Union[Sequence[int], Int[Tensor, "n"]]
@@ -323,17 +321,6 @@ def memory_score(
 
 
 # ---------------------------------------------------------------------- reference maps
-
-
-def toy_reference_map(task: LCATask) -> Bool[Tensor, "V V"]:
-    """The map Eq 5.1 stores: reference[s, t] = 1 iff reading s should write t, i.e. s ∈ N_1(t),
-    the Hamming-1 neighbours of t inside N(t).
-
-    This is `theory.hamming1_partners(task)` transposed (its row t lists N_1(t)); for the
-    standard neighbourhoods the relation is symmetric, for a custom mask the direction matters.
-    Compare with `full_ov_circuit(toy, 0, 0, range(V))`.
-    """
-    return einops.rearrange(hamming1_partners(task), "t s -> s t").contiguous()
 
 
 def pairs_reference(

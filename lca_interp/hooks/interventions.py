@@ -34,10 +34,8 @@ hold only the last position, so position -1 is the one to use there.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import einops
@@ -46,22 +44,34 @@ from jaxtyping import Bool, Float, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+from transformer_lens.utilities import get_act_name
 
-from lca_interp.hooks.select import Head, Inputs, as_tokens, heads_of, last_positions, layers_of, require_hook
-
-Positions = Union[int, Iterable[int], None]
-
-# Hooks whose activation is [batch, pos, d_model], by the last part of their name.
-_RESIDUAL_LIKE = {
-    "hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post",
-    "hook_attn_out", "hook_mlp_out", "hook_mlp_in",
-}
+from lca_interp.hooks.layout import (
+    Positions,
+    along,
+    describe,
+    hook_layout,
+    in_range,
+    position_mask,
+    positions_of,
+    require_position_axis,
+)
+from lca_interp.hooks.select import (
+    Head,
+    HeadLike,
+    Inputs,
+    as_tokens,
+    heads_of,
+    last_positions,
+    layers_of,
+    require_hook,
+)
 
 
 def restrict_attention(
     model: HookedTransformer,
     layers: Union[int, Iterable[int], None] = None,
-    heads: Union[Iterable[int], Iterable[Head], None] = None,
+    heads: Union[Iterable[int], Iterable[HeadLike], None] = None,
     positions: Positions = -1,
 ) -> AbstractContextManager[HookedTransformer]:
     """Make the given query positions (None: all) attend only to themselves in the chosen layers
@@ -73,12 +83,12 @@ def restrict_attention(
     position's own value vector.
     """
     by_layer = _heads_by_layer(model, layers, heads)
-    chosen = _positions_of(positions)
+    chosen = positions_of(positions)
     hooks = []
     for layer, layer_heads in by_layer.items():
         head_mask = torch.zeros(model.cfg.n_heads, dtype=torch.bool)
         head_mask[layer_heads] = True
-        hooks.append((f"blocks.{layer}.attn.hook_pattern", _self_attention_hook(head_mask, chosen)))
+        hooks.append((get_act_name("pattern", layer), _self_attention_hook(head_mask, chosen)))
     return model.hooks(fwd_hooks=hooks)
 
 
@@ -95,13 +105,13 @@ def add_vector(
     d_head for `hook_z` (added to every head), d_mlp for `mlp.hook_post`. Subtract with scale=-1.
     """
     require_hook(model, hook_name)
-    layout = _layout(model, hook_name)
+    layout = hook_layout(model, hook_name)
     if not isinstance(vector, Tensor) or vector.ndim != 1 or not vector.is_floating_point():
-        raise ValueError(f"the vector must be a 1-D floating-point tensor, got {_describe(vector)}.")
+        raise ValueError(f"the vector must be a 1-D floating-point tensor, got {describe(vector)}.")
     if layout.last is not None and vector.shape[0] != layout.last:
         raise ValueError(f"the vector has {vector.shape[0]} entries but {hook_name} has last dimension {layout.last}.")
-    chosen = _positions_of(positions)
-    _require_position_axis(layout, hook_name, chosen)
+    chosen = positions_of(positions)
+    require_position_axis(layout, hook_name, chosen)
     vector = vector.detach().clone()  # the user's tensor may change before the forward runs
 
     def hook(activation: Float[Tensor, "*shape"], hook: HookPoint) -> Float[Tensor, "*shape"]:
@@ -113,17 +123,17 @@ def add_vector(
         steered = activation + scale * vector.to(activation)
         if chosen is None:
             return steered
-        chosen_positions = _position_mask(chosen, activation, layout.pos_dim, hook.name)
-        return torch.where(_along(chosen_positions, layout.pos_dim, activation.ndim), steered, activation)
+        chosen_positions = position_mask(chosen, activation, layout.pos_dim, hook.name)
+        return torch.where(along(chosen_positions, layout.pos_dim, activation.ndim), steered, activation)
 
     return model.hooks(fwd_hooks=[(hook_name, hook)])
 
 
 def ablate_heads(
     model: HookedTransformer,
-    heads: Iterable[Head],
+    heads: Iterable[HeadLike],
     mode: str = "zero",  # "zero" or "mean"; a str so that a typo gets the one-sentence error
-    means: Optional[Mapping[Head, Tensor]] = None,
+    means: Optional[Mapping[HeadLike, Tensor]] = None,
 ) -> AbstractContextManager[HookedTransformer]:
     """Replace the output z of each (layer, head) by zero, or by its mean from `mean_head_outputs`.
 
@@ -144,13 +154,13 @@ def ablate_heads(
             values = torch.zeros(len(layer_heads), model.cfg.d_head)
         else:
             values = torch.stack([means[(layer, head)].detach() for head in layer_heads])
-        hooks.append((f"blocks.{layer}.attn.hook_z", _replace_heads_hook(layer_heads, values)))
+        hooks.append((get_act_name("z", layer), _replace_heads_hook(layer_heads, values)))
     return model.hooks(fwd_hooks=hooks)
 
 
 @torch.no_grad()
 def mean_head_outputs(
-    model: HookedTransformer, inputs: Inputs, heads: Iterable[Head]
+    model: HookedTransformer, inputs: Inputs, heads: Iterable[HeadLike]
 ) -> dict[Head, Float[Tensor, " d_head"]]:
     """Each head's output z averaged over the batch and every real position, from one forward
     that caches only the needed `hook_z` (padding of a list of strings is left out)."""
@@ -158,12 +168,12 @@ def mean_head_outputs(
     tokens = as_tokens(model, inputs)
     lengths = (last_positions(model, inputs) + 1).to(tokens.device)
     real = (torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]).float()  # [batch, pos]
-    names = {f"blocks.{layer}.attn.hook_z" for layer, _ in chosen}
+    names = {get_act_name("z", layer) for layer, _ in chosen}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, return_type=None)
     means = {}
-    for layer, head in chosen:
-        z = cache[f"blocks.{layer}.attn.hook_z"][:, :, head]  # [batch, pos, d_head]
-        means[(layer, head)] = einops.einsum(z, real.to(z), "batch pos d_head, batch pos -> d_head") / real.sum()
+    for head in chosen:
+        z = cache[get_act_name("z", head.layer)][:, :, head.head]  # [batch, pos, d_head]
+        means[head] = einops.einsum(z, real.to(z), "batch pos d_head, batch pos -> d_head") / real.sum()
     return means
 
 
@@ -181,17 +191,17 @@ def patch_activation(
     source must have the activation's exact shape, which is checked in the forward.
     """
     require_hook(model, hook_name)
-    layout = _layout(model, hook_name)
+    layout = hook_layout(model, hook_name)
     if not isinstance(source, Tensor) or not source.is_floating_point():
-        raise ValueError(f"the source must be a floating-point tensor, got {_describe(source)}.")
+        raise ValueError(f"the source must be a floating-point tensor, got {describe(source)}.")
     if layout.ndim is not None and source.ndim != layout.ndim:
         raise ValueError(f"{hook_name} has {layout.ndim} dimensions but the source has shape {tuple(source.shape)}.")
     if layout.last is not None and source.shape[-1] != layout.last:
         raise ValueError(
             f"{hook_name} has last dimension {layout.last} but the source has shape {tuple(source.shape)}."
         )
-    chosen = _positions_of(positions)
-    _require_position_axis(layout, hook_name, chosen)
+    chosen = positions_of(positions)
+    require_position_axis(layout, hook_name, chosen)
     head_mask = None
     if heads is not None:
         if layout.head_dim is None:
@@ -217,10 +227,10 @@ def patch_activation(
             )
         mask = torch.ones((), dtype=torch.bool, device=activation.device)
         if chosen is not None:
-            pos_mask = _position_mask(chosen, activation, layout.pos_dim, hook.name)
-            mask = mask & _along(pos_mask, layout.pos_dim, activation.ndim)
+            pos_mask = position_mask(chosen, activation, layout.pos_dim, hook.name)
+            mask = mask & along(pos_mask, layout.pos_dim, activation.ndim)
         if head_mask is not None:
-            mask = mask & _along(head_mask.to(activation.device), layout.head_dim, activation.ndim)
+            mask = mask & along(head_mask.to(activation.device), layout.head_dim, activation.ndim)
         return torch.where(mask, source.to(activation), activation)
 
     return model.hooks(fwd_hooks=[(hook_name, hook)])
@@ -236,7 +246,7 @@ def _self_attention_hook(head_mask: Bool[Tensor, " head"], positions: Optional[l
         if positions is None:
             keys = list(range(n_key))
         else:
-            keys = [p % n_key for p in _in_range(positions, n_key, hook.name)]
+            keys = [p % n_key for p in in_range(positions, n_key, hook.name)]
         rows = [key - first_query for key in keys if key >= first_query]
         if not rows:
             return pattern
@@ -259,48 +269,7 @@ def _replace_heads_hook(heads: list[int], values: Float[Tensor, "n d_head"]):
     return hook
 
 
-# ----------------------------------------------------------------------------- validation
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What a hook's name says about its activation; None where the name does not say."""
-
-    ndim: Optional[int]
-    pos_dim: Optional[int]  # None: no position axis (Gemma's q_norm/k_norm flatten positions)
-    head_dim: Optional[int] = None
-    n_heads: Optional[int] = None
-    last: Optional[int] = None
-
-
-def _layout(model: HookedTransformer, name: str) -> _Layout:
-    cfg = model.cfg
-    parent, _, leaf = name.rpartition(".")
-    module = parent.rpartition(".")[2]
-    grouped = cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention
-    kv_heads = cfg.n_key_value_heads if grouped else cfg.n_heads  # grouped-query attention (Gemma)
-    if module == "attn":
-        if leaf in ("hook_pattern", "hook_attn_scores"):  # [batch, head, query, key]
-            return _Layout(4, pos_dim=2, head_dim=1, n_heads=cfg.n_heads)
-        if leaf in ("hook_q", "hook_z", "hook_rot_q", "hook_k", "hook_v", "hook_rot_k"):
-            heads = kv_heads if leaf in ("hook_k", "hook_v", "hook_rot_k") else cfg.n_heads
-            return _Layout(4, pos_dim=1, head_dim=2, n_heads=heads, last=cfg.d_head)
-        if leaf == "hook_result":
-            return _Layout(4, pos_dim=1, head_dim=2, n_heads=cfg.n_heads, last=cfg.d_model)
-    if module in ("q_norm", "k_norm"):
-        return _Layout(2, pos_dim=None)
-    if leaf in ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input"):
-        heads = kv_heads if leaf in ("hook_k_input", "hook_v_input") else cfg.n_heads
-        return _Layout(4, pos_dim=1, head_dim=2, n_heads=heads, last=cfg.d_model)
-    if leaf in _RESIDUAL_LIKE or name == "unembed.hook_in" or (module.startswith("ln") and leaf == "hook_normalized"):
-        return _Layout(3, pos_dim=1, last=cfg.d_model)
-    if module.startswith("ln") and leaf == "hook_scale":
-        return _Layout(3, pos_dim=1, last=1)
-    if module == "mlp" and leaf in ("hook_pre", "hook_pre_linear", "hook_post"):
-        return _Layout(3, pos_dim=1, last=cfg.d_mlp)
-    if name == "unembed.hook_out":
-        return _Layout(3, pos_dim=1, last=cfg.d_vocab_out)
-    return _Layout(None, pos_dim=1)  # anything else is taken as [batch, pos, ...]
+# ----------------------------------------------------------------------------- heads
 
 
 def _heads_by_layer(model: HookedTransformer, layers, heads) -> dict[int, list[int]]:
@@ -339,48 +308,5 @@ def _check_means(model: HookedTransformer, heads: list[Head], means) -> None:
         value = means[head]
         if not isinstance(value, Tensor) or tuple(value.shape) != (model.cfg.d_head,):
             raise ValueError(
-                f"the mean of head {head} must be a tensor of shape ({model.cfg.d_head},), got {_describe(value)}."
+                f"the mean of head {head} must be a tensor of shape ({model.cfg.d_head},), got {describe(value)}."
             )
-
-
-def _positions_of(positions: Positions) -> Optional[list[int]]:
-    if positions is None:
-        return None
-    chosen = [positions] if isinstance(positions, int) else list(positions)
-    if not chosen:
-        raise ValueError("no positions given; pass None for every position.")
-    for p in chosen:
-        # bool is an int to Python, but True/False here is always a mask passed by mistake
-        if isinstance(p, bool) or not hasattr(p, "__index__"):
-            raise ValueError(f"positions must be integers, got {positions!r}.")
-    return [operator.index(p) for p in chosen]
-
-
-def _require_position_axis(layout: _Layout, name: str, positions: Optional[list[int]]) -> None:
-    if positions is not None and layout.pos_dim is None:
-        raise ValueError(f"{name} has no position axis; pass positions=None.")
-
-
-def _in_range(positions: list[int], length: int, name: str) -> list[int]:
-    for p in positions:
-        if not -length <= p < length:
-            raise ValueError(f"position {p} is outside the {length} positions at {name} in this run.")
-    return positions
-
-
-def _position_mask(positions: list[int], activation: Tensor, pos_dim: int, name: str) -> Bool[Tensor, " pos"]:
-    length = activation.shape[pos_dim]
-    mask = torch.zeros(length, dtype=torch.bool, device=activation.device)
-    mask[[p % length for p in _in_range(positions, length, name)]] = True
-    return mask
-
-
-def _along(mask: Bool[Tensor, " n"], dim: int, ndim: int) -> Tensor:
-    """A 1-D mask viewed so that it broadcasts along dimension `dim` of an `ndim`-D tensor."""
-    return mask.view([-1 if i == dim else 1 for i in range(ndim)])
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__}"

@@ -8,15 +8,36 @@ measures nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Union
+from typing import NamedTuple, Union
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 Inputs = Union[str, Sequence[str], Int[Tensor, "batch pos"]]
-Head = tuple[int, int]
+
+
+HeadLike = tuple[int, int]  # what probes accept: a `Head` or any (layer, head) pair
+
+
+class Head(NamedTuple):
+    """One attention head: a (layer, head) pair that prints as "L{layer}H{head}", the label
+    attribution, rankings and figures use. JSON writes it as [layer, head]."""
+
+    layer: int
+    head: int
+
+    def __str__(self) -> str:
+        return f"L{self.layer}H{self.head}"
+
+    @classmethod
+    def parse(cls, label: str) -> "Head":
+        match = re.fullmatch(r"L(\d+)H(\d+)", label)
+        if match is None:
+            raise ValueError(f"{label!r} is not a head label like 'L12H2'.")
+        return cls(int(match[1]), int(match[2]))
 
 
 def layers_of(model, layers: Union[int, Iterable[int], None] = None) -> list[int]:
@@ -33,7 +54,7 @@ def layers_of(model, layers: Union[int, Iterable[int], None] = None) -> list[int
     return sorted({layer % n for layer in chosen})
 
 
-def heads_of(model, heads: Iterable[Head]) -> list[Head]:
+def heads_of(model, heads: Iterable[HeadLike]) -> list[Head]:
     """Distinct (layer, head) pairs in the order given, each checked against the model."""
     chosen = list(dict.fromkeys((int(layer), int(head)) for layer, head in heads))
     if not chosen:
@@ -42,7 +63,7 @@ def heads_of(model, heads: Iterable[Head]) -> list[Head]:
         layers_of(model, layer)
         if not 0 <= head < model.cfg.n_heads:
             raise ValueError(f"head {head} does not exist in layer {layer}; heads are 0..{model.cfg.n_heads - 1}.")
-    return [(layer % model.cfg.n_layers, head) for layer, head in chosen]
+    return [Head(layer % model.cfg.n_layers, head) for layer, head in chosen]
 
 
 def require_hook(model, name: str) -> str:

@@ -1,0 +1,9 @@
+"""The named choices the library accepts, in one module that imports nothing heavy.
+
+Each list is defined here once; the module that acts on a name imports its list from here, and
+the command line offers the same list without importing torch or TransformerLens.
+"""
+
+NEIGHBOURHOODS = ("all", "hamming1", "cluster1", "cluster2")  # lca_interp.task: N(z*)
+SCHEMES = ("generic", "negation", "reverse-generic", "reverse-negation")  # lca_interp.prompts
+MITIGATIONS = ("masked", "intercept", "both")  # lca_interp.hooks.mitigations (paper B)

@@ -1,0 +1,107 @@
+"""Batched training: the token-space kernel is the toy's function, AdamW matches torch's, and a
+toy trained in a stack ends where it would alone; the plateau rule stops where it says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lca_interp.task import LCATask, derive_seed
+from lca_interp.toy import LCAToy, ToyConfig
+from lca_interp.toy_stack import ToyStack, last_position_logits
+from lca_interp.training import TRAIN_STREAM, Run, TrainConfig, plateaued, train, train_many
+
+
+@pytest.mark.parametrize("d_vocab, d_model, L", [(8, 16, 8), (32, 8, 40), (16, 24, 3)])
+def test_kernel_equals_the_toys_last_position_logits(make_toy, randomize, d_vocab, d_model, L):
+    toys = [randomize(make_toy(d_vocab, d_model, n_ctx=L, seed=s), seed=s) for s in range(3)]
+    x = torch.randint(d_vocab, (3, 5, L), generator=torch.Generator().manual_seed(1))
+    stack = ToyStack(toys, [1e-3] * 3, [0.0] * 3)
+    got = stack.logits(x)
+    for i, toy in enumerate(toys):
+        with torch.no_grad():
+            expected = toy(x[i], last_position_only=True)
+        torch.testing.assert_close(got[i], expected, rtol=1e-5, atol=1e-5)
+    only_second = stack.logits(x[1:2], slice(1, 2))[0]
+    torch.testing.assert_close(only_second, got[1])
+
+
+def test_kernel_counts_repeated_tokens():
+    """Attention is a softmax over positions: a token that occurs c times gets c shares."""
+    W_E = torch.eye(4)[None]
+    W_Q = torch.zeros(1, 4, 4)  # uniform attention
+    x = torch.tensor([[[0, 0, 0, 1]]])
+    logits = last_position_logits(W_E, W_Q, W_Q, torch.eye(4)[None], x)
+    torch.testing.assert_close(logits[0, 0], torch.tensor([0.75, 0.25, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("frozen", [{}, {"freeze_wv": True}, {"freeze_embed": True}], ids=["none", "W_V", "W_E"])
+def test_training_matches_a_textbook_loop_on_the_hooked_toy(frozen):
+    """The trainer against the plain recipe: LCAToy's own forward, torch.optim.AdamW."""
+    task = LCATask(m=4, context_len=12)
+    toy_config = ToyConfig(d_vocab=16, d_model=12, n_ctx=12, seed=2, **frozen)
+    config = TrainConfig(steps=30, batch_size=32, lr=1e-2, weight_decay=0.01, eval_every=10, eval_samples=200, seed=5)
+    reference = LCAToy(toy_config)
+    optimizer = torch.optim.AdamW(reference.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    for step in range(config.steps):
+        x, y = task.sample(config.batch_size, derive_seed(config.seed, TRAIN_STREAM, step))
+        loss = F.cross_entropy(reference(x, last_position_only=True), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = train(task, toy_config, config, progress=False).model
+    for name, param in reference.named_parameters():
+        torch.testing.assert_close(dict(trained.named_parameters())[name], param, rtol=0, atol=2e-6, msg=name)
+
+
+def test_a_toy_trained_in_a_stack_ends_where_it_would_alone():
+    """Tasks, seeds, learning rates, lengths of training and frozen weights all differ per toy."""
+    settings = [(0, 1e-2, "all", 25, {}), (1, 1e-3, "cluster1", 15, {"freeze_wv": True}),
+                (2, 3e-3, "hamming1", 20, {"freeze_embed": True}), (3, 1e-2, "all", 10, {"freeze_wv": True, "freeze_embed": True})]
+    runs = [Run(LCATask(m=4, context_len=10, neighbourhood=nb), ToyConfig(d_vocab=16, d_model=8, n_ctx=10, seed=seed, **frozen),
+                TrainConfig(steps=steps, batch_size=16, lr=lr, weight_decay=0.01, eval_every=5, eval_samples=100, seed=seed))
+            for seed, lr, nb, steps, frozen in settings]
+    together = train_many(runs, progress=False)
+    for run, result in zip(runs, together):
+        alone = train(run.task, run.toy, run.config, progress=False)
+        for name, param in alone.model.named_parameters():
+            assert torch.equal(dict(result.model.named_parameters())[name], param), name
+        assert result.metrics["steps"] == run.config.steps and result.history == alone.history
+        init = LCAToy(run.toy)
+        if run.toy.freeze_wv:
+            assert torch.equal(result.model.W_V, init.W_V) and torch.equal(result.model.W_V[0, 0], torch.eye(8))
+        if run.toy.freeze_embed:
+            assert torch.equal(result.model.W_E, init.W_E)
+
+
+def test_toys_of_other_shapes_train_in_separate_stacks_and_keep_their_order():
+    runs = [Run(LCATask(m=3, context_len=L), ToyConfig(d_vocab=8, d_model=d, n_ctx=L), TrainConfig(steps=3, batch_size=4, eval_every=3, eval_samples=20))
+            for L, d in [(5, 4), (6, 4), (5, 8), (5, 4)]]
+    results = train_many(runs, progress=False)
+    assert [(r.task.context_len, r.model.cfg.d_model) for r in results] == [(5, 4), (6, 4), (5, 8), (5, 4)]
+
+
+def test_plateau_rule_compares_with_the_evaluation_one_window_earlier():
+    history = [{"step": s, "accuracy": a} for s, a in [(0, 0.1), (50, 0.3), (100, 0.40), (150, 0.43), (200, 0.404)]]
+    assert not plateaued(history[:2], window=100, gain=0.005)  # no evaluation 100 steps before
+    assert not plateaued(history[:3], window=100, gain=0.005)  # 0.40 − 0.1
+    assert not plateaued(history[:4], window=100, gain=0.005)  # 0.43 − 0.3
+    assert plateaued(history, window=100, gain=0.005)  # 0.404 − 0.40 < 0.005
+    assert not plateaued(history, window=0, gain=0.005)
+
+
+def test_a_plateau_run_stops_at_the_first_flat_window_and_says_so():
+    task = LCATask(m=3, context_len=6)
+    config = TrainConfig(steps=5000, batch_size=32, lr=3e-2, eval_every=20, eval_samples=500, plateau_window=60, seed=1)
+    result = train(task, ToyConfig(d_vocab=8, d_model=8, n_ctx=6), config, progress=False)
+    steps = [h["step"] for h in result.history]
+    assert steps[0] == 0 and steps == list(range(0, result.metrics["steps"] + 1, 20))
+    assert result.metrics["plateaued"] and result.metrics["steps"] < config.steps
+    assert plateaued(result.history, 60, config.plateau_gain)
+    assert not any(plateaued(result.history[: i + 1], 60, config.plateau_gain) for i in range(len(result.history) - 1))
+
+
+def test_plateau_window_must_be_a_multiple_of_the_evaluation_interval():
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        TrainConfig(eval_every=30, plateau_window=100)
