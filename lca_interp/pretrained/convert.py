@@ -1,0 +1,149 @@
+"""From Hugging Face weights to a `HookedTransformer`, and the offline models' converted cache.
+
+`hooked_from_hf` converts a transformers model with its tokenizer: through TL's own name when TL
+knows the model, else through TL's loader for a local config (how any Llama-, GPT-2- or
+Gemma-architecture folder loads). `offline` turns an `OfflineModel`'s GGUF into a TL model once
+(dequantized by transformers), caches its state dict, config and tokenizer as safetensors and
+JSON in a folder written atomically, and loads that folder in seconds afterwards.
+
+Weight processing
+-----------------
+By default TL's standard processing is applied (LayerNorm/RMSNorm weights folded into the next
+matrices, writing weights and unembedding centred, value biases folded): logits are unchanged up
+to float round-off and softmax-invariant shifts, and every residual direction is comparable
+across layers, which direct logit attribution relies on. `processing=False` keeps the weights as
+the checkpoint has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from lca_interp import artifacts
+from lca_interp.pretrained.registry import OfflineModel, gguf_path
+
+CACHE_FORMAT = 2  # bump when the cached layout changes
+
+
+def processing_kwargs(processing: bool) -> dict:
+    return dict(fold_ln=processing, center_writing_weights=processing, center_unembed=processing,
+                fold_value_biases=processing)
+
+
+def tl_official_name(name: str):
+    """TL's official name for `name`, or None when TL does not know the model."""
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except ValueError:
+        return None
+
+
+def hooked_from_hf(name: str, hf_model, tokenizer, device, dtype, processing: bool):
+    """A transformers model (weights already loaded) as a `HookedTransformer`."""
+    from transformer_lens import HookedTransformer
+    from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+
+    official = tl_official_name(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if official is not None:
+            return HookedTransformer.from_pretrained(official, device=device, dtype=dtype, hf_model=hf_model,
+                                                     tokenizer=tokenizer, **processing_kwargs(processing))
+        with tempfile.TemporaryDirectory() as folder:  # TL reads an unknown model's config from a folder
+            if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
+                hf_model.config.architectures = [type(hf_model).__name__]
+            hf_model.config.save_pretrained(folder)
+            cfg = get_pretrained_model_config(folder, device=device, dtype=dtype, fold_ln=processing)
+            state_dict = get_pretrained_state_dict(folder, cfg, hf_model=hf_model, dtype=dtype)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(state_dict, **processing_kwargs(processing))
+    return model.to(device)
+
+
+def cache_folder(model: OfflineModel, processing: bool, cache_dir: Path) -> Path:
+    slug = model.name.split("/")[-1].lower()
+    return cache_dir / f"{slug}-{model.quantization.lower()}-tl{'-processed' if processing else ''}-v{CACHE_FORMAT}"
+
+
+def offline(model: OfflineModel, device, dtype, processing: bool, cache_dir: Path):
+    """The offline model from its converted cache, converting the GGUF first if needed."""
+    folder = cache_folder(model, processing, cache_dir)
+    if not (folder / "complete").exists():
+        _convert(model, folder, processing)
+    return _load_cached(folder, device, dtype)
+
+
+def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
+    """GGUF → dequantized transformers model → TL state dict, written atomically into `folder`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf_path(model)
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # TL refuses a model that still carries its GGUF quantization config; the weights are already
+    # dequantized float32 here.
+    for holder in (hf_model.config, getattr(hf_model, "hf_quantizer", None)):
+        if holder is not None and hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    hf_model.hf_quantizer = None
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        # An in-memory GGUF tokenizer breaks TL's set_tokenizer; a saved and reloaded one works. A
+        # GGUF's tokenizer metadata may ask for BOS where the model's own tokenizer adds none
+        # (SmolLM2): the saved tokenizer follows the model's.
+        gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        gguf_tokenizer.add_bos_token = model.prepends_bos
+        gguf_tokenizer.save_pretrained(staging / "tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
+        hooked = hooked_from_hf(model.name, hf_model, tokenizer, "cpu", torch.float32, processing)
+        artifacts.save_tensors(staging / "model.safetensors", hooked.state_dict())
+        (staging / "config.json").write_text(json.dumps(_config_to_json(hooked.cfg), indent=1))
+        (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
+        (staging / "complete").write_text("ok\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _config_to_json(cfg) -> dict:
+    data = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif isinstance(value, torch.device):
+            value = str(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue  # callables and other non-data fields are rebuilt by the config itself
+        data[key] = value
+    return data
+
+
+def _load_cached(folder: Path, device, dtype):
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    data = json.loads((folder / "config.json").read_text())
+    data["dtype"] = getattr(torch, data.get("dtype", "float32"))
+    data["device"] = "cpu"
+    known = set(HookedTransformerConfig.__dataclass_fields__)
+    cfg = HookedTransformerConfig(**{k: v for k, v in data.items() if k in known and k not in ("n_params",)})
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    return model.to(device) if dtype == torch.float32 else model.to(device).to(dtype)

