@@ -64,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--dataset", help="counterfact, capitals, or a CounterFact JSON file (not for a toy)")
     hijack.add_argument("--scheme", choices=SCHEMES, default="generic")
     hijack.add_argument("--max-prepends", type=int, default=3, help="largest k")
-    hijack.add_argument("--limit", type=int, default=None, help="first N facts")
+    hijack.add_argument("--limit", type=int, default=None, help="first N facts (of the relation, with --relation)")
+    hijack.add_argument("--relation", metavar="PID", help="only facts of this Wikidata relation id, e.g. P190")
+    hijack.add_argument("--known-1000", type=Path, default=None,
+                        help="ROME's known_1000.json, which maps CounterFact's templates to relation ids "
+                             "(default: ../shared/data/known_1000.json when it exists)")
     hijack.add_argument("--batch-size", type=int, default=16)
     hijack.add_argument("--seed", type=int, default=0, help="bootstrap and capitals' false targets")
     hijack.add_argument("--out", type=Path, required=True, help="output folder")
@@ -75,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write anatomy.json/.png/.html: heads that read the hijack and write o_, and ablating them")
     hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
     hijack.add_argument("--top-heads", type=int, default=3, help="heads the anatomy ablates (and as many random ones)")
+    hijack.add_argument("--control-draws", type=int, default=20, help="random head sets the anatomy ablates as its control")
     hijack.set_defaults(run=_run_hijack)
 
     recall = commands.add_parser("recall", help="paper B: factual-recall mechanisms and the two mitigations")
@@ -97,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
     demo.set_defaults(run=_run_demo)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """Every flag of the command, as JSON-ready data, for the result's provenance."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+            if key not in ("run",)}
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -127,7 +138,7 @@ def _run_reproduce(args: argparse.Namespace) -> None:
     from lca_interp.evals.claims.reproduce import reproduce
 
     result = reproduce(args.out, QUICK if args.quick else FULL, seeds=args.seeds, claim_ids=args.claims)
-    report.save(result, args.out / "claims.json")
+    report.save(result, args.out / "claims.json", _settings(args))
     for claim in result.claims:
         print(f"{claim.id:>4}  {'holds' if claim.holds else 'does NOT hold':<13}  {claim.claim}")
     print(f"{sum(c.holds for c in result.claims)}/{len(result.claims)} claims hold at the {result.scale.name} scale "
@@ -149,29 +160,42 @@ def _run_hijack(args: argparse.Namespace) -> None:
     from lca_interp.evals.hijack import hijack_with_mitigations
     from lca_interp.evals.recall import final_intercept
     from lca_interp.facts import load_facts
+    from lca_interp.facts.relations import LOCAL_KNOWN_1000_HINT, load_relation_map, select_relation
     from lca_interp.pretrained import load_model
+    from lca_interp.prompts import Donors
 
-    facts = load_facts(args.dataset, limit=args.limit, seed=args.seed)
+    loaded = load_facts(args.dataset, seed=args.seed)
+    facts = loaded.facts
+    known_1000 = args.known_1000 or Path(LOCAL_KNOWN_1000_HINT)
+    if args.known_1000 or args.relation or args.scheme == "relation" or known_1000.exists():
+        facts = load_relation_map(known_1000).apply(facts)  # relation ids: per-relation ES, --relation, donors
+    donors = Donors.of(facts) if args.scheme == "relation" else None  # donors come from every fact
+    if args.relation:
+        facts = select_relation(facts, args.relation)
+    facts = facts[: args.limit] if args.limit else facts
     model = load_model(args.model)
     intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
-    result = hijack_with_mitigations(model, facts.facts, args.mitigation, intercept, scheme=args.scheme,
+    result = hijack_with_mitigations(model, facts, args.mitigation, intercept, scheme=args.scheme,
                                      max_prepends=args.max_prepends, batch_size=args.batch_size, model_name=args.model,
-                                     dataset_name=args.dataset, seed=args.seed)
-    result.skipped_records = len(facts.skipped)
-    report.save(result, args.out / "hijack.json")
+                                     dataset_name=args.dataset, seed=args.seed, donors=donors)
+    result.skipped_records += len(loaded.skipped)
+    report.save(result, args.out / "hijack.json", _settings(args))
     print(f"{result.summary()} → {args.out / 'hijack.json'}")
     for name, mitigated in result.mitigations.items():
         print(f"with the {name} mitigation: ES {', '.join(f'{v:.3f}' for v in mitigated['efficacy_score'])}")
     if args.anatomy:
         from lca_interp.evals.anatomy import hijack_anatomy
 
-        anatomy = hijack_anatomy(model, facts.facts, args.scheme, k=args.anatomy_k, max_prepends=args.max_prepends,
+        anatomy = hijack_anatomy(model, facts, args.scheme, k=args.anatomy_k, max_prepends=args.max_prepends,
                                  top_n=args.top_heads, batch_size=args.batch_size, model_name=args.model, seed=args.seed,
-                                 baseline=result.efficacy_score)
-        report.save(anatomy, args.out / "anatomy.json")
-        top = ", ".join(f"{row['head']} ({row['dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
-        print(f"heads whose direct vote moves most toward o_: {top}; ES with them ablated: "
-              f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)} → {args.out / 'anatomy.html'}")
+                                 donors=donors, control_draws=args.control_draws)
+        report.save(anatomy, args.out / "anatomy.json", _settings(args))
+        top = ", ".join(f"{row['head']} ({row['selection_dla_shift']:+.2f})" for row in anatomy.ranked_heads(args.top_heads))
+        split = anatomy.split
+        print(f"heads chosen on {split['selection']} facts, whose direct vote moves most toward o_: {top}; on the other "
+              f"{split['evaluation']}: ES {', '.join(f'{v:.3f}' for v in anatomy.es_baseline)}, with them ablated "
+              f"{', '.join(f'{v:.3f}' for v in anatomy.es_top_ablated)}, random-head q05 "
+              f"{', '.join(f'{v:.3f}' for v in anatomy.control['es_q05'])} → {args.out / 'anatomy.html'}")
 
 
 def _run_toy_anatomy(args: argparse.Namespace) -> None:
@@ -184,7 +208,7 @@ def _run_toy_anatomy(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.model} is a trained LCA toy: pass --anatomy and no --dataset (its hijack mixes contexts of two outputs).")
     model, task = load_toy(args.model)
     anatomy = toy_hijack_anatomy(model, task, seed=args.seed)
-    report.save(anatomy, args.out / "anatomy.json")
+    report.save(anatomy, args.out / "anatomy.json", _settings(args))
     rows = ", ".join(f"{f:.2f}: {m:.3f}/{u:.3f}" for f, m, u in zip(anatomy.fractions, anatomy.mass_foreign, anatomy.uniform_foreign))
     print(f"toy: attention on foreign tokens / uniform share, by mixed fraction: {rows}; flip rate "
           f"{', '.join(f'{r:.3f}' for r in anatomy.flip_rate)} → {args.out / 'anatomy.html'}")
@@ -202,7 +226,7 @@ def _run_recall(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     result, _ = run_recall(model, facts, shots=args.shots, limit=args.limit, mlp_layer=args.mlp_layer,
                            batch_size=args.batch_size, model_name=args.model, seed=args.seed)
-    report.save(result, args.out / "recall.json")
+    report.save(result, args.out / "recall.json", _settings(args))
     fixes = ", ".join(f"{name} {result.zero_shot[name]['p_mean']:.4f}" for name in MITIGATIONS)
     top = ", ".join(f"{h['head']} ({h['patch_effect']:+.3f})" for h in result.heads[:3])
     print(f"P(answer), zero-shot, n = {result.n}: baseline {result.zero_shot['baseline']['p_mean']:.4f}, {fixes}; "

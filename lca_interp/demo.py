@@ -91,6 +91,6 @@ def run_hijack_demo(model, out_dir: str | Path) -> HijackResult:
     """Generic hijacking of every country → capital fact on the demo's LLM."""
     facts = load_capitals(seed=0, limit=DEMO_CAPITALS_LIMIT)
     result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
-    result.skipped_records = len(facts.skipped)
+    result.skipped_records += len(facts.skipped)
     report.save(result, Path(out_dir) / "hijack.json")
     return result

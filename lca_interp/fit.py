@@ -3,7 +3,8 @@
 Paper A's embedding geometry (Eq 5.2: inner product against Hamming distance), the linearity of
 its identity-W_V variant (Theorem 3), and paper B's reading of an MLP as a weighted sum of the
 heads before it are all y ≈ X c. R² = 1 − Σ residual² / Σ (y − ȳ)², computed in float64.
-`pearson` is scipy's correlation over the first axis, for paper B's attention–projection test.
+`pearson` is scipy's correlation over the first axis, for paper B's attention–projection test,
+and `permutation_p_value` its null distribution by shuffling.
 """
 
 from __future__ import annotations
@@ -49,3 +50,17 @@ def pearson(x: Float[Tensor, "n ..."], y: Float[Tensor, "n ..."]) -> Float[Tenso
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
         r = stats.pearsonr(torch.as_tensor(x).double().numpy(), torch.as_tensor(y).double().numpy(), axis=0).statistic
     return torch.as_tensor(np.nan_to_num(np.asarray(r, dtype=np.float64), nan=0.0))
+
+
+def permutation_p_value(x: Float[Tensor, "n ..."], y: Float[Tensor, "n ..."], n_permutations: int = 1000,
+                        seed: int = 0) -> Float[Tensor, "..."]:
+    """Two-sided p-value of Pearson's r over the first axis against the null of no association:
+    the share of `n_permutations` seeded shuffles of y's rows whose |r| is at least the observed
+    |r| (counting the observed itself, so never 0)."""
+    observed = pearson(x, y).abs()
+    generator = torch.Generator().manual_seed(seed)
+    as_large = torch.ones_like(observed)
+    for _ in range(n_permutations):
+        shuffled = torch.as_tensor(y)[torch.randperm(len(y), generator=generator)]
+        as_large += pearson(x, shuffled).abs() >= observed - 1e-12
+    return as_large / (n_permutations + 1)

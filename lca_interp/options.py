@@ -5,5 +5,5 @@ the command line offers the same list without importing torch or TransformerLens
 """
 
 NEIGHBOURHOODS = ("all", "hamming1", "cluster1", "cluster2")  # lca_interp.task: N(z*)
-SCHEMES = ("generic", "negation", "reverse-generic", "reverse-negation")  # lca_interp.prompts
+SCHEMES = ("generic", "negation", "relation", "reverse-generic", "reverse-negation")  # lca_interp.prompts
 MITIGATIONS = ("masked", "intercept", "both")  # lca_interp.hooks.mitigations (paper B)

@@ -6,6 +6,11 @@ Schemes, for a fact (prompt p, true target o*, false target o_):
 - `negation`:         a factually true sentence about the false target in the fact's own relation,
                       "It is not true that {p} {o_}.", e.g. "It is not true that the Eiffel Tower
                       is located in the city of Chicago."
+- `relation`:         factually true sentences from other facts of the same relation whose
+                      true answer is o_ (paper A's relation-based scheme): for "The mother tongue
+                      of Danielle Darrieux is" with o_ = English, "The mother tongue of Barack
+                      Obama is English." Needs `Donors` built from a fact set with relation ids
+                      (`facts.relations`); a fact with no donor cannot be hijacked this way.
 - `reverse-generic`, `reverse-negation`: the same with o* ("Do not think of Paris."), which
                       should lower ES instead.
 
@@ -18,7 +23,10 @@ letter is lower-cased only when the template starts with a fixed word (not the s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 from lca_interp.options import SCHEMES
 
@@ -44,15 +52,57 @@ def named_target(fact: Fact, scheme: str) -> str:
     return fact.target_true if check_scheme(scheme).startswith("reverse") else fact.target_false
 
 
-def hijack_sentence(fact: Fact, scheme: str) -> str:
-    """The sentence that is prepended k times for `fact` under `scheme`."""
-    target = named_target(fact, scheme)
-    if scheme.endswith("generic"):
-        return f"Do not think of {target}."
-    return f"It is not true that {_statement(fact, target)}."
+@dataclass(frozen=True)
+class Donors:
+    """True statements of a fact set, by (relation, answer): what the `relation` scheme prepends."""
+
+    statements: dict[tuple[str, str], list[tuple[str, str]]]  # → [(subject, "prompt answer.")]
+
+    @classmethod
+    def of(cls, facts: Iterable[Fact]) -> "Donors":
+        statements: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for fact in facts:
+            statements[(fact.relation, fact.target_true)].append((fact.subject, f"{fact.prompt} {fact.target_true}."))
+        return cls(dict(statements))
+
+    def for_fact(self, fact: Fact) -> list[str]:
+        """True statements of the fact's relation whose answer is its false target (other subjects)."""
+        return [text for subject, text in self.statements.get((fact.relation, fact.target_false), []) if subject != fact.subject]
 
 
-def hijacked_prompt(fact: Fact, scheme: str, k: int) -> str:
+def hijack_sentences(fact: Fact, scheme: str, k: int, donors: Optional[Donors] = None) -> list[str]:
+    """The k sentences prepended to `fact` under `scheme` (the relation scheme cycles through its
+    donors when it has fewer than k)."""
     if k < 0:
         raise ValueError(f"k must be ≥ 0, got {k}.")
-    return " ".join([hijack_sentence(fact, scheme)] * k + [fact.prompt])
+    target = named_target(fact, scheme)
+    if scheme == "relation":
+        if donors is None:
+            raise ValueError("the relation scheme needs Donors built from a fact set with relation ids.")
+        found = donors.for_fact(fact)
+        if not found:
+            raise ValueError(f"no other fact of relation {fact.relation!r} has {target!r} as its answer.")
+        return [found[i % len(found)] for i in range(k)]
+    if scheme.endswith("generic"):
+        return [f"Do not think of {target}."] * k
+    return [f"It is not true that {_statement(fact, target)}."] * k
+
+
+def hijack_sentence(fact: Fact, scheme: str, donors: Optional[Donors] = None) -> str:
+    """The first sentence prepended to `fact` under `scheme`."""
+    return hijack_sentences(fact, scheme, 1, donors)[0]
+
+
+def hijacked_prompt(fact: Fact, scheme: str, k: int, donors: Optional[Donors] = None) -> str:
+    return " ".join([*hijack_sentences(fact, scheme, k, donors), fact.prompt])
+
+
+def hijackable(facts: Iterable[Fact], scheme: str, donors: Optional[Donors] = None) -> tuple[list[Fact], int]:
+    """The facts `scheme` can hijack, and how many it cannot (relation facts without a donor)."""
+    facts = list(facts)
+    if check_scheme(scheme) != "relation":
+        return facts, 0
+    if donors is None:
+        raise ValueError("the relation scheme needs Donors built from a fact set with relation ids.")
+    kept = [f for f in facts if donors.for_fact(f)]
+    return kept, len(facts) - len(kept)

@@ -35,14 +35,10 @@ def settings_of(task: LCATask, toy: ToyConfig, config) -> dict:
 
 
 def run_config(task: LCATask, toy: ToyConfig, config) -> dict:
-    """config.json: the settings plus the versions of the libraries that ran them."""
-    import transformer_lens
+    """config.json: the settings plus what ran them (library versions, git commit, command)."""
+    from lca_interp.provenance import provenance
 
-    from lca_interp import __version__
-
-    versions = {"lca_interp": __version__, "torch": torch.__version__,
-                "transformer_lens": getattr(transformer_lens, "__version__", "unknown")}
-    return {**settings_of(task, toy, config), "versions": versions}
+    return {**settings_of(task, toy, config), "provenance": provenance()}
 
 
 def save_run(out_dir: str | Path, model: LCAToy, task: LCATask, config, metrics: dict) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from jaxtyping import Float, Int
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from lca_interp.facts import Fact
-from lca_interp.prompts import check_scheme, hijacked_prompt
+from lca_interp.prompts import Donors, check_scheme, hijacked_prompt
 
 
 def encode_target(model, target: str) -> list[int]:
@@ -211,7 +212,8 @@ def target_log_probs(model, prompts: Sequence[str], targets: Sequence[str], batc
 
 
 def hijack_scores(
-    model, facts: Sequence[Fact], scheme: str, max_prepends: int, batch_size: int = 16, progress: bool = False
+    model, facts: Sequence[Fact], scheme: str, max_prepends: int, batch_size: int = 16, progress: bool = False,
+    donors: Optional[Donors] = None,
 ) -> TargetScores:
     """log P(o*) and log P(o_) of every fact behind k = 0..max_prepends hijack sentences, [k, fact,
     (true, false)], scored in one `score_targets` call (under whatever hooks are on the model)."""
@@ -223,7 +225,7 @@ def hijack_scores(
     prompts, targets = [], []
     for k in range(max_prepends + 1):
         for fact in facts:
-            prompt = hijacked_prompt(fact, scheme, k)
+            prompt = hijacked_prompt(fact, scheme, k, donors)
             prompts += [prompt, prompt]
             targets += [fact.target_true, fact.target_false]
     return score_targets(model, prompts, targets, batch_size, progress).view(max_prepends + 1, len(facts), 2)

@@ -91,7 +91,7 @@ def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
 def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     # The wiring, on fewer facts than `make demo` uses (every capital, 10 recall countries).
     monkeypatch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 60)
-    monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=3, shots=2))
+    monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=6, shots=2))
     assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
     for name in ["toy/model.safetensors", "toy/metrics.json", "toy/training.png", "attention.html",
                  "claims/claims.json", "claims/report.html", "hijack/hijack.json", "hijack/hijack.png", "toy_anatomy/anatomy.html",

@@ -13,8 +13,8 @@ from lca_interp.cli import main
 from lca_interp.evals.hijack import run_hijack
 from lca_interp.facts import Fact, load_counterfact
 from lca_interp.pretrained import load_model
-from lca_interp.prompts import SCHEMES, hijack_sentence, hijacked_prompt
-from lca_interp.scoring import target_log_probs
+from lca_interp.prompts import SCHEMES, Donors, hijack_sentence, hijacked_prompt
+from lca_interp.scoring import score_targets
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 EIFFEL = Fact.from_template("{} is located in the city of", "The Eiffel Tower", "Paris", "Chicago", case_id="eiffel")
@@ -49,16 +49,23 @@ def gpt2(gpt2_folder):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_efficacy_score_matches_direct_scoring(gpt2, scheme):
-    facts = [EIFFEL, DARRIEUX, Fact.from_template("The capital of {} is", "France", "Paris", "Port of Spain")]
-    result = run_hijack(gpt2, facts, scheme, max_prepends=2, batch_size=3, progress=False)
+    willis = Fact.from_template("{} is located in the city of", "The Willis Tower", "Chicago", "Paris")
+    facts = [EIFFEL, willis, DARRIEUX, Fact.from_template("The capital of {} is", "France", "Paris", "Port of Spain")]
+    donors = Donors.of(facts)  # the relation scheme: Eiffel and Willis are each other's donors
+    result = run_hijack(gpt2, facts, scheme, max_prepends=2, batch_size=3, progress=False, donors=donors)
+    scored = facts[:2] if scheme == "relation" else facts
+    assert result.n == len(scored) and result.skipped_records == len(facts) - len(scored)
     for k in range(3):
-        prompts = [hijacked_prompt(f, scheme, k) for f in facts]
-        true = target_log_probs(gpt2, prompts, [f.target_true for f in facts])
-        false = target_log_probs(gpt2, prompts, [f.target_false for f in facts])
-        assert result.efficacy_score[k] == pytest.approx(float((false > true).double().mean()))
-        assert result.p_true_mean[k] == pytest.approx(float(true.exp().mean()), rel=1e-6)
+        prompts = [hijacked_prompt(f, scheme, k, donors) for f in scored]
+        true = score_targets(gpt2, prompts, [f.target_true for f in scored])
+        false = score_targets(gpt2, prompts, [f.target_false for f in scored])
+        assert result.efficacy_score[k] == pytest.approx(float((false.log_prob > true.log_prob).double().mean()))
+        per_token = false.log_prob / false.n_tokens > true.log_prob / true.n_tokens
+        assert result.efficacy_score_per_token[k] == pytest.approx(float(per_token.double().mean()))
+        assert result.p_true_mean[k] == pytest.approx(float(true.log_prob.exp().mean()), rel=1e-6)
         assert result.ci_low[k] <= result.efficacy_score[k] <= result.ci_high[k]
-    assert sum(group["n"] for group in result.by_relation.values()) == 3
+        assert result.ci_low_per_token[k] <= result.efficacy_score_per_token[k] <= result.ci_high_per_token[k]
+    assert sum(group["n"] for group in result.by_relation.values()) == len(scored)
 
 
 def test_hijack_cli_writes_json_and_figure(gpt2_folder, tmp_path, capsys):

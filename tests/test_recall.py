@@ -124,11 +124,16 @@ def test_hijack_with_a_mitigation_reports_both(gpt2_folder, tmp_path, capsys):
 @needs_gemma
 def test_recall_study_on_gemma_with_a_few_countries(tmp_path, capsys):
     out = tmp_path / "recall"
-    assert main(["recall", "--model", "google/gemma-3-270m", "--limit", "5", "--shots", "2", "--out", str(out)]) == 0
+    assert main(["recall", "--model", "google/gemma-3-270m", "--limit", "8", "--shots", "2", "--out", str(out)]) == 0
     result = json.loads((out / "recall.json").read_text())
     for key in ["model", "n", "shots", "baseline_p", "masked_p", "intercept_p", "both_p", "heads", "mlp_decomposition"]:
         assert key in result
-    assert result["n"] == 15 and 0.02 < result["baseline_p"] < 1
+    fit, evaluation = result["split"]["fit"], result["split"]["evaluation"]
+    assert len(fit) == len(evaluation) == 4 and not set(fit) & set(evaluation)  # fitted and scored apart
+    assert result["n"] == 12 and 0.02 < result["baseline_p"] < 1
+    assert all(0 < h["correlation_p"] <= 1 for h in result["heads"])
+    by_layer = result["anti_overconfidence"]["mlp_vs_mean_logits_correlation_by_layer"]
+    assert len(by_layer) == 18 and by_layer[-1] == result["anti_overconfidence"]["final_mlp_vs_mean_logits_correlation"]
     assert len(result["heads"]) == 18 * 4 and result["heads"][0]["patch_effect"] > 0.02
     assert list(result["head_memory"]) == [h["head"] for h in result["heads"][:3]]
     lens = result["anti_overconfidence"]
@@ -140,8 +145,8 @@ def test_recall_study_on_gemma_with_a_few_countries(tmp_path, capsys):
 
 def test_recall_cli_on_a_local_model_folder(gpt2_folder, tmp_path, capsys):
     out = tmp_path / "recall"
-    assert main(["recall", "--model", str(gpt2_folder), "--limit", "4", "--shots", "2", "--out", str(out)]) == 0
+    assert main(["recall", "--model", str(gpt2_folder), "--limit", "6", "--shots", "2", "--out", str(out)]) == 0
     result = json.loads((out / "recall.json").read_text())
-    assert result["n"] == 12 and result["shots"] == 2 and len(result["heads"]) == 2 * 4
+    assert result["n"] == 9 and result["shots"] == 2 and len(result["heads"]) == 2 * 4
     assert main(["recall", "--model", str(gpt2_folder), "--limit", "1", "--out", str(tmp_path / "bad")]) == 2
     assert "--limit must be ≥ 2" in capsys.readouterr().err

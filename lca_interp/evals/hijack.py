@@ -23,6 +23,7 @@ from torch import Tensor
 from lca_interp.facts import Fact
 from lca_interp.hooks.mitigations import mitigation
 from lca_interp.pretrained import describe
+from lca_interp.prompts import Donors, hijackable
 from lca_interp.scoring import TargetScores, efficacy_score, flips, hijack_scores
 
 KIND = "hijack"
@@ -51,7 +52,7 @@ class HijackResult:
     p_false_mean: list[float]
     by_relation: dict[str, dict] = field(default_factory=dict)
     mitigations: dict[str, dict] = field(default_factory=dict)  # name → the same fields, under that fix
-    skipped_records: int = 0
+    skipped_records: int = 0  # records not evaluated: malformed, or without a donor (relation scheme)
     model_source: dict = field(default_factory=dict)  # pretrained.describe: weights, quantization, BOS
     seconds: float = 0.0
 
@@ -96,12 +97,16 @@ def hijack_result(scores: TargetScores, facts: Sequence[Fact], scheme: str, mode
 
 def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepends: int = 3, batch_size: int = 16,
                model_name: str = "", dataset_name: str = "", seed: int = 0, n_bootstrap: int = 1000,
-               progress: bool = True) -> HijackResult:
-    """Score every fact with k = 0..max_prepends hijack sentences; both targets, one batched run."""
+               progress: bool = True, donors: Optional[Donors] = None) -> HijackResult:
+    """Score every fact with k = 0..max_prepends hijack sentences; both targets, one batched run.
+    The relation scheme needs `donors` and leaves out (and counts) facts that have none."""
     began = time.perf_counter()
-    scores = hijack_scores(model, facts, scheme, max_prepends, batch_size, progress)
+    facts, unusable = hijackable(facts, scheme, donors)
+    if not facts:
+        raise ValueError(f"no fact can be hijacked by the {scheme} scheme (none has a donor of its relation).")
+    scores = hijack_scores(model, facts, scheme, max_prepends, batch_size, progress, donors)
     result = hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
-    result.model_source, result.seconds = describe(model), time.perf_counter() - began
+    result.skipped_records, result.model_source, result.seconds = unusable, describe(model), time.perf_counter() - began
     return result
 
 

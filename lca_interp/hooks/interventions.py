@@ -162,12 +162,19 @@ def ablate_heads(
 def mean_head_outputs(
     model: HookedTransformer, inputs: Inputs, heads: Iterable[HeadLike]
 ) -> dict[Head, Float[Tensor, " d_head"]]:
-    """Each head's output z averaged over the batch and every real position, from one forward
-    that caches only the needed `hook_z` (padding of a list of strings is left out)."""
+    """Each head's output z averaged over the batch and every real token position, from one
+    forward that caches only the needed `hook_z`: padding of a list of strings is left out, and
+    so is a leading BOS token (its activations are nothing like a word's)."""
     chosen = heads_of(model, heads)
     tokens = as_tokens(model, inputs)
     lengths = (last_positions(model, inputs) + 1).to(tokens.device)
-    real = (torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]).float()  # [batch, pos]
+    real = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths[:, None]  # [batch, pos]
+    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    if bos is not None:
+        real[:, 0] &= tokens[:, 0] != bos
+    if not real.any():
+        raise ValueError("the inputs hold no real token besides BOS to average over.")
+    real = real.float()
     names = {get_act_name("z", layer) for layer, _ in chosen}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, return_type=None)
     means = {}

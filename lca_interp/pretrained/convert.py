@@ -50,7 +50,10 @@ def tl_official_name(name: str):
 def hooked_from_hf(name: str, hf_model, tokenizer, device, dtype, processing: bool):
     """A transformers model (weights already loaded) as a `HookedTransformer`."""
     from transformer_lens import HookedTransformer
-    from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+    from transformer_lens.loading_from_pretrained import (
+        get_pretrained_model_config,
+        get_pretrained_state_dict,
+    )
 
     official = tl_official_name(name)
     with warnings.catch_warnings():

@@ -32,7 +32,12 @@ from typing import Optional
 import torch
 
 from lca_interp.paths import looks_like_path
-from lca_interp.pretrained.convert import hooked_from_hf, offline, processing_kwargs, tl_official_name
+from lca_interp.pretrained.convert import (
+    hooked_from_hf,
+    offline,
+    processing_kwargs,
+    tl_official_name,
+)
 from lca_interp.pretrained.layout import lay_out_for_forward
 from lca_interp.pretrained.registry import OFFLINE_MODELS
 

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from lca_interp import artifacts
 from lca_interp.provenance import provenance
@@ -35,14 +35,15 @@ RENDERERS: dict[str, Callable[[dict, Path], list[Path]]] = {
 ZOO = "runs"  # the trained toys of a claims folder: redrawn only when asked for by path
 
 
-def save(result: Union[dict, object], path: Union[str, Path]) -> list[Path]:
+def save(result: Union[dict, object], path: Union[str, Path], settings: Optional[dict] = None) -> list[Path]:
     """Write a result (a dict or anything with `to_dict()`, carrying its `kind`) to `path` as
-    JSON, then draw it beside. Returns the JSON and everything drawn."""
+    JSON, stamped with its provenance and the `settings` that produced it (the command line's
+    flags, say), then draw it beside. Returns the JSON and everything drawn."""
     data = dict(result) if isinstance(result, dict) else result.to_dict()
     if data.get("kind") not in RENDERERS:
         raise ValueError(f"{path}: a result needs a kind among {', '.join(RENDERERS)}, got {data.get('kind')!r}.")
     path = Path(path)
-    data.setdefault("provenance", provenance())
+    data.setdefault("provenance", {**provenance(), **({"settings": settings} if settings is not None else {})})
     artifacts.write_json(path, data)
     return [path, *RENDERERS[data["kind"]](data, path)]
 

@@ -19,22 +19,27 @@ def _values(values: list[float]) -> str:
 
 def llm_figure(data: dict):
     plt = pyplot()
+    measured = data["evaluation"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
-    panels = [(data["mass_context"], "attention mass: last → hijack sentences", "viridis", False),
-              (data["mass_named"], "attention mass: last → named target word", "viridis", False),
-              (data["dla_shift"], "DLA shift toward o_ (hijacked − clean)", "RdBu_r", True)]
+    panels = [(measured["mass_context"], "attention mass: last → hijack sentences", "viridis", False),
+              (measured["mass_named"], "attention mass: last → named target word", "viridis", False),
+              (measured["dla_shift"], "DLA shift toward o_ (hijacked − clean)", "RdBu_r", True)]
     for ax, (values, title, cmap, symmetric) in zip(axes, panels):
         limit = max(abs(v) for row in values for v in row) or 1.0
         image = ax.imshow(values, cmap=cmap, aspect="auto", **({"vmin": -limit, "vmax": limit} if symmetric else {}))
         ax.set(xlabel="head", ylabel="layer", title=title)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    ax = axes[3]
-    ax.plot(data["ks"], data["es_baseline"], marker="o", label="no ablation")
-    ax.plot(data["ks"], data["es_top_ablated"], marker="s", label=f"top {len(data['top_heads'])} DLA-shift heads ablated")
-    ax.plot(data["ks"], data["es_control_ablated"], marker="^", label=f"{len(data['control_heads'])} random heads ablated")
-    ax.set(xlabel="prepended sentences k", ylabel="ES", ylim=(0, 1), xticks=data["ks"], title=f"{data['scheme']}, n = {data['n']}")
+    ax, ks, control = axes[3], data["ks"], data["control"]
+    ax.plot(ks, data["es_baseline"], marker="o", label="no ablation")
+    ax.plot(ks, data["es_top_ablated"], marker="s", label=f"top {len(data['top_heads'])} heads ablated")
+    ax.plot(ks, control["es_q50"], marker="^", label=f"random heads (median of {len(control['es'])} draws)")
+    ax.fill_between(ks, control["es_q05"], control["es_q95"], alpha=0.2, color="C2", label="random: 5–95%")
+    split = data["split"]
+    ax.set(xlabel="prepended sentences k", ylabel="ES", ylim=(0, 1), xticks=ks,
+           title=f"{data['scheme']}, evaluation split n = {split['evaluation']}")
     ax.legend(fontsize=8)
-    fig.suptitle(f"{data['model']}: anatomy of the {data['scheme']} hijack at k = {data['k']}")
+    fig.suptitle(f"{data['model']}: anatomy of the {data['scheme']} hijack at k = {data['k']} (heads chosen on "
+                 f"{split['selection']} other facts)")
     fig.tight_layout()
     return fig
 
@@ -59,15 +64,21 @@ def render_llm(data: dict, source: Path) -> list[Path]:
     page = source.with_suffix(".html")
     ranked = [{key: (number(value) if isinstance(value, float) else value) for key, value in row.items()}
               for row in data["ranked_heads"]]
+    split, control = data["split"], data["control"]
+    beats = ", ".join(f"k={k}: {'yes' if b else 'no'}" for k, b in zip(data["ks"], control["top_beats_q95"]))
     write_page(page, f"Hijack anatomy: {data['model']}, {data['scheme']}, k = {data['k']}", [
-        f"<p>{data['n']} facts. ES(k) for k = {data['ks']}: baseline {_values(data['es_baseline'])}; top "
-        f"{len(data['top_heads'])} heads {_heads(data['top_heads'])} mean-ablated {_values(data['es_top_ablated'])}; "
-        f"random heads {_heads(data['control_heads'])} ablated {_values(data['es_control_ablated'])}.</p>",
+        f"<p>Heads ranked on a selection split of {split['selection']} facts (seed {split['seed']}); every number "
+        f"below is measured on the other {split['evaluation']}. ES(k) for k = {data['ks']}: no ablation "
+        f"{_values(data['es_baseline'])}; top {len(data['top_heads'])} heads {_heads(data['top_heads'])} mean-ablated "
+        f"{_values(data['es_top_ablated'])}; {len(control['es'])} draws of as many random heads from the same layers "
+        f"({control['distinct_sets']} distinct sets): median {_values(control['es_q50'])}, 5–95% "
+        f"{_values(control['es_q05'])} – {_values(control['es_q95'])}. The top heads lower ES more than the 95th "
+        f"percentile of the random draws: {beats}.</p>",
         png_html(png, "attention and DLA by head; ES with ablations"),
-        "<h2>Heads whose direct vote moves most toward o_</h2>",
+        "<h2>Heads whose direct vote moves most toward o_ (ranked on the selection split)</h2>",
         table_html(ranked),
         figure_html(attribution_figure(data["example_attribution"]), "largest direct contributions"),
-        "<h2>The top heads on example prompts</h2>",
+        "<h2>The top heads on evaluation prompts</h2>",
         *attention_views(data["examples"]),
     ])
     return [png, page]

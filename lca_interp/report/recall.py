@@ -68,6 +68,17 @@ def final_heads_figure(lens: dict):
     return fig
 
 
+def toward_mean_figure(by_layer: list[float]):
+    """Each MLP's mean output, read through W_U, correlated with the prompts' mean logits."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.bar(range(len(by_layer)), by_layer, color=["tab:orange" if i == len(by_layer) - 1 else "tab:gray" for i in range(len(by_layer))])
+    ax.set(xlabel="layer of the MLP", ylabel="r with the mean logits", xticks=range(len(by_layer)),
+           title="which MLPs write toward the average next-token distribution (final one orange)")
+    fig.tight_layout()
+    return fig
+
+
 def render(data: dict, source: Path) -> list[Path]:
     png = save_figure(source.with_suffix(".png"), figure(data))
     page = source.with_suffix(".html")
@@ -78,8 +89,12 @@ def render(data: dict, source: Path) -> list[Path]:
     memory = [{"head": head, **score} for head, score in data["head_memory"].items()]
     mlp, final, lens = data["mlp_decomposition"], data["final_mlp"], data["anti_overconfidence"]
     tokens = ", ".join(html.escape(repr(t)) for t in mlp["intercept_top_tokens"][:15])
+    split = data.get("split")
+    held_out = (f" Heads were ranked, the MLP chosen and the final MLP's intercept fitted on {len(split['fit'])} other "
+                f"facts (seed {split['seed']}); every number here is measured on these {len(split['evaluation'])}."
+                if split else "")
     write_page(page, f"Factual recall: {data['model']}", [
-        f"<p>{data['n']} zero-shot prompts ({data['shots']}-shot block beside them).</p>",
+        f"<p>{data['n']} zero-shot prompts ({data['shots']}-shot block beside them).{held_out}</p>",
         png_html(png, "argument-passing heads, logit lens, mitigations"),
         "<h2>P(answer) with each mitigation</h2>", table_html(settings),
         "<h2>Argument-passing heads</h2>", table_html(data["heads"][:15]),
@@ -96,6 +111,8 @@ def render(data: dict, source: Path) -> list[Path]:
         f"the mean logits of the prompts. Regressed on the heads before it: R² = {number(final['r_squared'])}, "
         f"intercept norm {number(final['intercept_norm'])}.</p>",
         figure_html(final_heads_figure(lens), "final-layer heads' attention on frequent tokens"),
+        *([figure_html(toward_mean_figure(lens["mlp_vs_mean_logits_correlation_by_layer"]), "every MLP against the mean logits")]
+          if "mlp_vs_mean_logits_correlation_by_layer" in lens else []),
         figure_html(coefficients_figure(final, f"final MLP (L{final['layer']})"), "final MLP coefficients"),
     ])
     return [png, page]

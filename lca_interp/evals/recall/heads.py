@@ -6,7 +6,7 @@ Two measurements per head, over recall prompts (`recall.items`):
   output on the corrupted twin (another country, same token length);
 - correlation: across prompts, Pearson's r between the head's attention from the last position
   to the subject and its direct logit attribution to the subject's own first token (paper B's
-  "projection on the subject's unembedding").
+  "projection on the subject's unembedding"), with a permutation p-value per head.
 
 `head_memory_scores` then reads a head's OV circuit as paper A's associative memory, country
 tokens → capital tokens.
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
 from lca_interp.evals.recall.items import RecallItem
-from lca_interp.fit import pearson
+from lca_interp.fit import pearson, permutation_p_value
 from lca_interp.hooks.attention import attention_mass
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.circuits import memory_score, pairs_reference, token_map_circuit
@@ -37,13 +37,15 @@ class HeadScore:
     head: str
     patch_effect: float  # mean drop in P(answer) when patched from the corrupted twin
     correlation: float  # r(attention to subject, DLA to the subject's own token) over prompts
+    correlation_p: float  # two-sided permutation p-value of that r (shuffled prompts)
     subject_attention: float
 
 
 @torch.no_grad()
-def argument_passing_heads(model, items: Sequence[RecallItem], batch_size: int = 16, progress: bool = True) -> list[HeadScore]:
-    """Every head scored by patching and by the attention–projection correlation, ranked by
-    patch effect."""
+def argument_passing_heads(model, items: Sequence[RecallItem], batch_size: int = 16, progress: bool = True,
+                           n_permutations: int = 1000, seed: int = 0) -> list[HeadScore]:
+    """Every head scored by patching and by the attention–projection correlation (with its
+    permutation p-value), ranked by patch effect."""
     effect = patch_effects(model, items, batch_size, progress)
     prompts = [item.prompt for item in items]
     subjects = [list(item.subject_positions) for item in items]
@@ -52,8 +54,10 @@ def argument_passing_heads(model, items: Sequence[RecallItem], batch_size: int =
     projection = over_batches(lambda part: direct_logit_attribution(model, prompts[part], subject_token[part]).heads(),
                               len(items), batch_size)  # [n, layer, head]
     correlation = pearson(mass, projection)
+    p_value = permutation_p_value(mass, projection, n_permutations, seed)
     cfg = model.cfg
-    scores = [HeadScore(str(Head(l, h)), float(effect[l, h]), float(correlation[l, h]), float(mass[:, l, h].mean()))
+    scores = [HeadScore(str(Head(l, h)), float(effect[l, h]), float(correlation[l, h]), float(p_value[l, h]),
+                        float(mass[:, l, h].mean()))
               for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
     return sorted(scores, key=lambda s: -s.patch_effect)
 

@@ -47,12 +47,7 @@ def recall_items(
     demonstrations from other facts of the same relation (few-shot). Capitals by default."""
     if shots < 0:
         raise ValueError(f"shots must be ≥ 0, got {shots}.")
-    facts = list(load_capitals(seed=seed).facts if facts is None else facts)
-    usable = [f for f in facts if len(encode_target(model, f.target_true)) == 1]
-    if limit is not None:
-        usable = usable[:limit]
-    if len(usable) < 2:
-        raise ValueError(f"{len(usable)} of {len(facts)} facts have a single-token answer for this model; at least 2 are needed.")
+    usable = single_token_facts(model, facts, limit, seed)
     generator = torch.Generator().manual_seed(seed)
     by_relation: dict[str, list[Fact]] = {}
     for fact in usable:
@@ -81,6 +76,15 @@ def recall_items(
             items.append(RecallItem(fact.subject, fact.target_true, encode_target(model, fact.target_true)[0], prompt,
                                     tuple(positions), corrupt))
     return items
+
+
+def single_token_facts(model, facts: Optional[Sequence[Fact]] = None, limit: Optional[int] = None, seed: int = 0) -> list[Fact]:
+    """The first `limit` facts (capitals by default) whose answer is one token for the model."""
+    facts = list(load_capitals(seed=seed).facts if facts is None else facts)
+    usable = [f for f in facts if len(encode_target(model, f.target_true)) == 1][:limit]
+    if len(usable) < 2:
+        raise ValueError(f"{len(usable)} of {len(facts)} facts have a single-token answer for this model; at least 2 are needed.")
+    return usable
 
 
 @dataclass

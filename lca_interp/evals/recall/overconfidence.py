@@ -4,7 +4,8 @@ Three questions on recall prompts: does the final layer lower P(answer) (logit l
 after it); do its heads attend to frequent tokens (the first position, BOS where the model uses
 one, and punctuation); and does its MLP write toward the average next-token distribution (the
 correlation, over the vocabulary, of the MLP's mean output read through W_U with the mean logits
-of the prompts)?
+of the prompts)? The last is measured for every layer's MLP, so that the final one's number can
+be read against the others'.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def anti_overconfidence(model, items: Sequence[RecallItem], components: Optional
     mean_logits /= count
     if components is None:
         components = residual_components(model, prompts, batch_size=batch_size)
-    mlp = components.select([mlp_label(n - 1)])[:, 0].mean(0)  # [d_model]
-    mlp_logits = mlp @ model.unembed.W_U.detach().double().cpu()
+    W_U = model.unembed.W_U.detach().double().cpu()
+    # Every MLP's mean output read through W_U against the mean logits: is the final one special?
+    toward_mean = [float(pearson(components.select([mlp_label(l)])[:, 0].mean(0) @ W_U, mean_logits)) for l in range(n)]
     return {
         "p_answer_by_stage": lens.mean(0).tolist(),
         "stages": ["embed"] + [f"L{l}" for l in range(n)],
@@ -55,5 +57,6 @@ def anti_overconfidence(model, items: Sequence[RecallItem], components: Optional
         "final_layer_lowers_p": float((lens[:, -1] < lens[:, -2]).float().mean()),
         "final_heads_mass_on_first_token": mass_first.mean(0).tolist(),
         "final_heads_mass_on_punctuation": mass_punct.mean(0).tolist(),
-        "final_mlp_vs_mean_logits_correlation": float(pearson(mlp_logits, mean_logits)),
+        "final_mlp_vs_mean_logits_correlation": toward_mean[-1],
+        "mlp_vs_mean_logits_correlation_by_layer": toward_mean,
     }
