@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folder", type=Path, help="a folder of results (searched recursively)")
     report.set_defaults(run=_run_report)
 
+    compare = commands.add_parser("compare", help="one offline page with several models' results side by side, from JSON")
+    compare.add_argument("folders", type=Path, nargs="+", help="one folder of results per model")
+    compare.add_argument("--out", type=Path, required=True, help="where compare.html goes")
+    compare.set_defaults(run=_run_compare)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
@@ -179,6 +184,7 @@ def _run_hijack(args: argparse.Namespace) -> None:
                                      max_prepends=args.max_prepends, batch_size=args.batch_size, model_name=args.model,
                                      dataset_name=args.dataset, seed=args.seed, donors=donors)
     result.skipped_records += len(loaded.skipped)
+    result.relation = args.relation
     report.save(result, args.out / "hijack.json", _settings(args))
     print(f"{result.summary()} → {args.out / 'hijack.json'}")
     for name, mitigated in result.mitigations.items():
@@ -244,6 +250,15 @@ def _run_report(args: argparse.Namespace) -> None:
     written = [path for result in found for path in report.render(result)]
     print(f"redrew {len(found)} results ({len(written)} figures and pages) in {time.perf_counter() - began:.1f} s "
           f"under {args.folder}")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from lca_interp.report.compare import compare_page
+
+    missing = [str(f) for f in args.folders if not f.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} is not a folder of results.")
+    print(f"wrote {compare_page(args.folders, args.out)}")
 
 
 def _run_demo(args: argparse.Namespace) -> None:

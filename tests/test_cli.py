@@ -106,3 +106,23 @@ def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     assert summary["recall"]["n"] == 9 and 0 < summary["recall"]["baseline_p"] < 1
     printed = capsys.readouterr().out
     assert "google/gemma-3-270m: ES (generic, capitals" in printed and "recall (paper B)" in printed
+
+
+def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_path, capsys):
+    records = [{"case_id": i, "requested_rewrite": {"prompt": "{} is located in the city of", "subject": s,
+                "target_true": {"str": t}, "target_new": {"str": f}}}
+               for i, (s, t, f) in enumerate([("The Eiffel Tower", "Paris", "Chicago"), ("Big Ben", "London", "Rome")])]
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(records))
+    for name in ("a", "b"):
+        model = tmp_path / f"model-{name}"
+        model.symlink_to(gpt2_folder, target_is_directory=True)
+        for scheme in ("generic", "negation"):
+            assert main(["hijack", "--model", str(model), "--dataset", str(data), "--scheme", scheme, "--max-prepends", "1",
+                         "--out", str(tmp_path / f"results-{name}" / scheme)]) == 0
+    out = tmp_path / "compare"
+    assert main(["compare", str(tmp_path / "results-a"), str(tmp_path / "results-b"), "--out", str(out)]) == 0
+    page = (out / "compare.html").read_text()
+    assert str(tmp_path / "model-a") in page and str(tmp_path / "model-b") in page
+    assert page.count("data:image/png;base64") == 1  # the ES panels; no recall or anatomy here
+    assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2

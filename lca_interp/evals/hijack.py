@@ -54,6 +54,7 @@ class HijackResult:
     mitigations: dict[str, dict] = field(default_factory=dict)  # name → the same fields, under that fix
     skipped_records: int = 0  # records not evaluated: malformed, or without a donor (relation scheme)
     model_source: dict = field(default_factory=dict)  # pretrained.describe: weights, quantization, BOS
+    relation: Optional[str] = None  # the one relation id the facts were restricted to, if any
     seconds: float = 0.0
 
     def to_dict(self) -> dict:

@@ -1,0 +1,103 @@
+"""Models side by side: one offline page from several folders of results, drawn from JSON alone.
+
+Each folder holds one model's results (`hijack`, `anatomy`, `recall` JSONs, as the command line
+writes them). The page shows ES(k) per scheme with one curve per model (both readings), the heads
+each model's anatomy found with their held-out control, and what paper B's mitigations do to
+recall and to hijacking on each model.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from lca_interp.report.figures import figure_html, pyplot
+from lca_interp.report.page import table_html, write_page
+
+
+def load_results(folders: list[Path]) -> dict[str, dict[str, list[dict]]]:
+    """model name → kind → results, from every result JSON under each folder."""
+    from lca_interp.report import results_in
+
+    found: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for folder in folders:
+        for path in results_in(folder):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found[data.get("model") or folder.name][data["kind"]].append(data)
+    return found
+
+
+def scheme_label(result: dict) -> str:
+    return result["scheme"] + (f" ({result['relation']})" if result.get("relation") else "")
+
+
+def es_figure(results: dict[str, dict[str, list[dict]]]):
+    """One panel per scheme, one colour per model; solid: summed log P, dashed: per-token mean."""
+    plt = pyplot()
+    schemes = sorted({scheme_label(r) for kinds in results.values() for r in kinds.get("hijack", [])})
+    fig, axes = plt.subplots(1, max(1, len(schemes)), figsize=(4.2 * max(1, len(schemes)), 3.6), squeeze=False)
+    for ax, scheme in zip(axes[0], schemes):
+        for color, (model, kinds) in enumerate(results.items()):
+            for r in (r for r in kinds.get("hijack", []) if scheme_label(r) == scheme):
+                ax.plot(r["k"], r["efficacy_score"], marker="o", color=f"C{color}", label=f"{model} (n = {r['n']})")
+                ax.fill_between(r["k"], r["ci_low"], r["ci_high"], color=f"C{color}", alpha=0.15)
+                if "efficacy_score_per_token" in r:
+                    ax.plot(r["k"], r["efficacy_score_per_token"], linestyle="--", color=f"C{color}")
+        ks = sorted({k for kinds in results.values() for r in kinds.get("hijack", []) if scheme_label(r) == scheme for k in r["k"]})
+        ax.set(title=scheme, xlabel="prepended sentences k", ylabel="ES", ylim=(0, 1), xticks=ks)
+        ax.legend(fontsize=7)
+    fig.suptitle("ES(k) by scheme (solid: summed log P, paper A; dashed: per-token mean, ROME; bands: 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def mitigation_figure(results: dict[str, dict[str, list[dict]]]):
+    """Zero-shot P(answer) of paper B's recall prompts under each mitigation, per model."""
+    plt = pyplot()
+    settings = ("baseline", "masked", "intercept", "both")
+    models = [m for m, kinds in results.items() if kinds.get("recall")]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    width = 0.8 / max(1, len(models))
+    for i, model in enumerate(models):
+        recall = results[model]["recall"][0]
+        ax.bar([j + i * width for j in range(len(settings))], [recall["zero_shot"][s]["p_mean"] for s in settings], width,
+               label=f"{model} (n = {recall['n']})")
+    ax.set(xticks=[j + width * (len(models) - 1) / 2 for j in range(len(settings))], ylabel="mean P(answer), zero-shot",
+           title="paper B's mitigations on recall")
+    ax.set_xticklabels(settings)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def compare_page(folders: list[Path], out: Path) -> Path:
+    results = load_results(folders)
+    if not results:
+        raise ValueError(f"no results to compare under {', '.join(map(str, folders))}.")
+    heads, fixes = [], []
+    for model, kinds in results.items():
+        for a in kinds.get("anatomy", []):
+            control = a["control"]
+            heads.append({"model": model, "scheme": a["scheme"], "k": a["k"], "top heads": ", ".join(f"L{l}H{h}" for l, h in a["top_heads"]),
+                          "ES at k": a["es_baseline"][a["k"]], "top ablated": a["es_top_ablated"][a["k"]],
+                          "random q05–q95": f"{control['es_q05'][a['k']]:.3f}–{control['es_q95'][a['k']]:.3f}",
+                          "beats q95": "yes" if control["top_beats_q95"][a["k"]] else "no",
+                          "split": f"{a['split']['selection']}/{a['split']['evaluation']}"})
+        for r in kinds.get("hijack", []):
+            for name, m in r.get("mitigations", {}).items():
+                fixes.append({"model": model, "scheme": scheme_label(r), "mitigation": name, "ES at largest k": r["efficacy_score"][-1],
+                              "with the mitigation": m["efficacy_score"][-1]})
+    parts = [f"<p>Models: {', '.join(html.escape(m) for m in results)}. Drawn from the result JSONs under "
+             f"{', '.join(html.escape(str(f)) for f in folders)}.</p>",
+             figure_html(es_figure(results), "ES by scheme and model")]
+    if heads:
+        parts += ["<h2>The heads each model's anatomy found (chosen on one split, measured on the other)</h2>", table_html(heads)]
+    if any(kinds.get("recall") for kinds in results.values()):
+        parts += ["<h2>Paper B's mitigations</h2>", figure_html(mitigation_figure(results), "mitigations on recall")]
+    if fixes:
+        parts += ["<h2>Paper B's mitigations against paper A's hijack</h2>", table_html(fixes)]
+    path = out / "compare.html"
+    write_page(path, "Models side by side", parts)
+    return path
