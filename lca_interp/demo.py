@@ -4,8 +4,9 @@ Trains the LCA toy at m = 8 (V = 256), L = 64, d = 128, reports its held-out acc
 Bayes ceiling, and writes what a researcher would look at first: the training curve and the
 toy's attention on held-out contexts (an offline circuitsvis page); measures a quick subset of
 paper A's claims (`lca-interp reproduce --quick` has them all); and runs paper A's LLM half on
-the offline Gemma-3-270m: generic context hijacking of every country → capital fact, ES(k) for
-k = 0..3 (`lca-interp hijack` runs any model, dataset and scheme). The toy is hijacked too, the
+both offline LLMs, Gemma-3-270m and SmolLM2-135M-Instruct: generic context hijacking of every
+country → capital fact, ES(k) for k = 0..3, side by side in `compare.html` (`lca-interp hijack`
+runs any model, dataset and scheme). The toy is hijacked too, the
 way paper A's toy experiment does it: contexts mixed with another output's, with the attention
 and value-matrix anatomy of that hijack (`toy_anatomy/`). Last, a short paper-B recall study on
 Gemma-3-270m (`recall/`; `lca-interp recall` runs it on any model and fact set).
@@ -27,6 +28,7 @@ from lca_interp.evals.toy_anatomy import toy_hijack_anatomy
 from lca_interp.facts import load_capitals
 from lca_interp.hooks.attention import attention_examples
 from lca_interp.pretrained import load_model
+from lca_interp.report.compare import compare_page
 from lca_interp.task import LCATask, token_label
 from lca_interp.toy import ToyConfig
 from lca_interp.training import TrainConfig, eval_set, train
@@ -36,7 +38,7 @@ DEMO_D_MODEL = 128
 # Claims of paper A cheap enough for the demo: the theorems need no training, the rest one toy.
 DEMO_CLAIMS = ("T1", "T2", "C2", "C3", "C9")
 DEMO_TRAIN = dict(steps=3000, batch_size=256, lr=3e-3, eval_every=150, checkpoint_every=1000, seed=0)
-DEMO_LLM = "google/gemma-3-270m"
+DEMO_LLMS = ("google/gemma-3-270m", "HuggingFaceTB/SmolLM2-135M-Instruct")  # both offline; recall on the first
 DEMO_HIJACK = dict(scheme="generic", max_prepends=3)
 DEMO_CAPITALS_LIMIT: Optional[int] = None  # every country with a capital
 DEMO_RECALL = dict(limit=10, shots=3)
@@ -71,26 +73,33 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     report.save(quick, out / "claims" / "claims.json")
     lines += [f"{c.id}: {'holds' if c.holds else 'does NOT hold'} (quick scale, 1 seed): {c.claim}" for c in quick.claims]
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
-    llm = load_model(DEMO_LLM)
-    hijack = run_hijack_demo(llm, out / "hijack")
-    lines += [f"{DEMO_LLM}: {hijack.summary()}", f"wrote {out / 'hijack' / 'hijack.json'}, {out / 'hijack' / 'hijack.png'}"]
-    recall, _ = run_recall(llm, **DEMO_RECALL, model_name=DEMO_LLM)
-    report.save(recall, out / "recall" / "recall.json")
+    hijacks = {}
+    for name in DEMO_LLMS:
+        llm = load_model(name)
+        folder = out / "hijack" / name.split("/")[-1]
+        hijacks[name] = run_hijack_demo(llm, name, folder)
+        lines += [f"{name}: {hijacks[name].summary()}", f"wrote {folder / 'hijack.json'}, {folder / 'hijack.png'}"]
+        if name == DEMO_LLMS[0]:
+            recall, _ = run_recall(llm, **DEMO_RECALL, model_name=name)
+            report.save(recall, out / "recall" / "recall.json")
+        del llm
     zero = recall.zero_shot
-    lines += [f"{DEMO_LLM} recall (paper B), {recall.n} zero-shot capital prompts: P(answer) baseline "
-              f"{zero['baseline']['p_mean']:.3f}, final layer masked {zero['masked']['p_mean']:.3f}, final MLP intercept "
-              f"removed {zero['intercept']['p_mean']:.3f}, both {zero['both']['p_mean']:.3f}; top argument-passing head "
-              f"{recall.heads[0]['head']} → {out / 'recall' / 'recall.html'}"]
+    lines += [f"{DEMO_LLMS[0]} recall (paper B), {recall.n} zero-shot capital prompts (held out from the fit): P(answer) "
+              f"baseline {zero['baseline']['p_mean']:.3f}, final layer masked {zero['masked']['p_mean']:.3f}, final MLP "
+              f"intercept removed {zero['intercept']['p_mean']:.3f}, both {zero['both']['p_mean']:.3f}; top argument-passing "
+              f"head {recall.heads[0]['head']} → {out / 'recall' / 'recall.html'}",
+              f"both models side by side → {compare_page([out / 'hijack', out / 'recall'], out)}"]
     artifacts.write_json(out / "demo.json", {
         "task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics, "claims": [c.to_dict() for c in quick.claims],
-        "toy_anatomy": toy_anatomy.to_dict(), "hijack": hijack.to_dict(), "recall": recall.to_dict(), "lines": lines})
+        "toy_anatomy": toy_anatomy.to_dict(), "hijack": {name: h.to_dict() for name, h in hijacks.items()},
+        "recall": recall.to_dict(), "lines": lines})
     return {"lines": lines}
 
 
-def run_hijack_demo(model, out_dir: str | Path) -> HijackResult:
-    """Generic hijacking of every country → capital fact on the demo's LLM."""
+def run_hijack_demo(model, name: str, out_dir: str | Path) -> HijackResult:
+    """Generic hijacking of every country → capital fact on one of the demo's LLMs."""
     facts = load_capitals(seed=0, limit=DEMO_CAPITALS_LIMIT)
-    result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=DEMO_LLM, dataset_name="capitals")
+    result = run_hijack(model, facts.facts, **DEMO_HIJACK, model_name=name, dataset_name="capitals")
     result.skipped_records += len(facts.skipped)
     report.save(result, Path(out_dir) / "hijack.json")
     return result

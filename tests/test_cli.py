@@ -94,18 +94,20 @@ def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=6, shots=2))
     assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
     for name in ["toy/model.safetensors", "toy/metrics.json", "toy/training.png", "attention.html",
-                 "claims/claims.json", "claims/report.html", "hijack/hijack.json", "hijack/hijack.png", "toy_anatomy/anatomy.html",
-                 "recall/recall.json", "recall/recall.html", "demo.json"]:
+                 "claims/claims.json", "claims/report.html", "hijack/gemma-3-270m/hijack.json", "hijack/gemma-3-270m/hijack.png",
+                 "hijack/SmolLM2-135M-Instruct/hijack.json", "toy_anatomy/anatomy.html", "recall/recall.json",
+                 "recall/recall.html", "compare.html", "demo.json"]:
         assert (tmp_path / name).exists(), name
     summary = json.loads((tmp_path / "demo.json").read_text())
     assert summary["metrics"]["bayes_accuracy"] > summary["metrics"]["accuracy"]
     assert {c["id"] for c in summary["claims"]} == {"T1", "T2", "C2", "C3", "C9"}
-    hijack = summary["hijack"]  # every country with a capital, generic scheme on Gemma-3-270m
-    assert hijack["dataset"] == "capitals" and hijack["n"] == 60 and hijack["k"] == [0, 1, 2, 3]
-    assert hijack["efficacy_score"][3] > hijack["efficacy_score"][0] + 0.2
+    for hijack in summary["hijack"].values():  # generic scheme on both offline models
+        assert hijack["dataset"] == "capitals" and hijack["n"] == 60 and hijack["k"] == [0, 1, 2, 3]
+        assert hijack["efficacy_score"][3] > hijack["efficacy_score"][0] + 0.2
     assert summary["recall"]["n"] == 9 and 0 < summary["recall"]["baseline_p"] < 1
     printed = capsys.readouterr().out
     assert "google/gemma-3-270m: ES (generic, capitals" in printed and "recall (paper B)" in printed
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct: ES (generic, capitals" in printed
 
 
 def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_path, capsys):
