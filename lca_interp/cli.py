@@ -272,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, missing files, failed writes: one sentence each
         print(f"lca-interp {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

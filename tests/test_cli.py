@@ -128,3 +128,27 @@ def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_p
     assert str(tmp_path / "model-a") in page and str(tmp_path / "model-b") in page
     assert page.count("data:image/png;base64") == 1  # the ES panels; no recall or anatomy here
     assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2_folder, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import matplotlib.figure
+
+    records = [{"case_id": 0, "requested_rewrite": {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower",
+                "target_true": {"str": "Paris"}, "target_new": {"str": "Chicago"}}}]
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    argv = ["hijack", "--model", str(gpt2_folder), "--dataset", str(data), "--max-prepends", "1", "--out", str(out)]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    assert main([*argv, "--seed", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert error == f"lca-interp hijack: error: could not write {out / 'hijack.png'}: No space left on device."
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old JSON and figure, no temporary files

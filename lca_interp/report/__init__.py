@@ -44,8 +44,10 @@ def save(result: Union[dict, object], path: Union[str, Path], settings: Optional
         raise ValueError(f"{path}: a result needs a kind among {', '.join(RENDERERS)}, got {data.get('kind')!r}.")
     path = Path(path)
     data.setdefault("provenance", {**provenance(), **({"settings": settings} if settings is not None else {})})
-    artifacts.write_json(path, data)
-    return [path, *RENDERERS[data["kind"]](data, path)]
+    with artifacts.transaction():  # the JSON and what is drawn from it appear together, or none does
+        artifacts.write_json(path, data)
+        drawn = RENDERERS[data["kind"]](data, path)
+    return [path, *drawn]
 
 
 def render(path: Union[str, Path]) -> list[Path]:
@@ -58,7 +60,8 @@ def render(path: Union[str, Path]) -> list[Path]:
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in RENDERERS:
         raise ValueError(f"{path} is not a result this library draws (kind {kind!r}; known: {', '.join(RENDERERS)}).")
-    return RENDERERS[kind](data, path)
+    with artifacts.transaction():
+        return RENDERERS[kind](data, path)
 
 
 def results_in(folder: Union[str, Path]) -> list[Path]:

@@ -39,7 +39,8 @@ def figure_html(figure, alt: str = "") -> str:
 
 
 def png_html(path: str | os.PathLike, alt: str = "") -> str:
-    return _img(Path(path).read_bytes(), alt)
+    """A PNG file inline (the one just drawn, even before its transaction ends)."""
+    return _img(artifacts.current(path).read_bytes(), alt)
 
 
 def _img(data: bytes, alt: str) -> str:
