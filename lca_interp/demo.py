@@ -28,6 +28,7 @@ from lca_interp.evals.toy_anatomy import toy_hijack_anatomy
 from lca_interp.facts import load_capitals
 from lca_interp.hooks.attention import attention_examples
 from lca_interp.pretrained import load_model
+from lca_interp.provenance import provenance
 from lca_interp.report.compare import compare_page
 from lca_interp.task import LCATask, token_label
 from lca_interp.toy import ToyConfig
@@ -92,7 +93,7 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     artifacts.write_json(out / "demo.json", {
         "task": task.to_dict(), "toy": toy.to_dict(), "metrics": metrics, "claims": [c.to_dict() for c in quick.claims],
         "toy_anatomy": toy_anatomy.to_dict(), "hijack": {name: h.to_dict() for name, h in hijacks.items()},
-        "recall": recall.to_dict(), "lines": lines})
+        "recall": recall.to_dict(), "lines": lines, "provenance": provenance()})
     return {"lines": lines}
 
 

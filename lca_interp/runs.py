@@ -46,7 +46,9 @@ def save_run(out_dir: str | Path, model: LCAToy, task: LCATask, config, metrics:
     out = Path(out_dir)
     artifacts.save_tensors(out / "model.safetensors", dict(model.named_parameters()))
     artifacts.write_json(out / "config.json", run_config(task, model.toy_cfg, config))
-    artifacts.write_json(out / "metrics.json", {"kind": "training", **metrics})
+    from lca_interp.provenance import provenance
+
+    artifacts.write_json(out / "metrics.json", {"kind": "training", **metrics, "provenance": provenance()})
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -152,3 +152,24 @@ def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
     assert error == f"lca-interp hijack: error: could not write {out / 'hijack.png'}: No space left on device."
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old JSON and figure, no temporary files
+
+
+def test_every_result_says_what_produced_it(gpt2_folder, tmp_path):
+    records = [{"case_id": 0, "requested_rewrite": {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower",
+                "target_true": {"str": "Paris"}, "target_new": {"str": "Chicago"}}}]
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(records))
+    assert main(["hijack", "--model", str(gpt2_folder), "--dataset", str(data), "--max-prepends", "1", "--seed", "7",
+                 "--out", str(tmp_path / "hijack")]) == 0
+    assert main(["reproduce", "--quick", "--seeds", "1", "--claims", "T2", "--out", str(tmp_path / "claims")]) == 0
+    assert main(["train", "--m", "3", "--context-len", "6", "--d-model", "8", "--steps", "5", "--eval-samples", "50",
+                 "--out", str(tmp_path / "toy")]) == 0
+    for path in [tmp_path / "hijack" / "hijack.json", tmp_path / "claims" / "claims.json", tmp_path / "toy" / "metrics.json",
+                 tmp_path / "toy" / "config.json"]:
+        provenance = json.loads(path.read_text())["provenance"]
+        assert provenance["versions"]["torch"] and provenance["versions"]["transformer-lens"].startswith("3.9"), path
+        assert "git_commit" in provenance and provenance["python"] and provenance["written"], path
+    hijack = json.loads((tmp_path / "hijack" / "hijack.json").read_text())
+    assert hijack["provenance"]["settings"]["seed"] == 7 and hijack["provenance"]["settings"]["scheme"] == "generic"
+    assert hijack["model_source"]["prepends_bos"] is False and hijack["model_source"]["dtype"] == "float32"
+    assert hijack["seconds"] > 0
