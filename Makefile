@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/lca-interp demo --out $(OUT)
 
+# Two workers, one test file each at a time (module fixtures are built once); a worker loads each
+# offline model once, and the first to need a conversion makes it while the other waits.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

