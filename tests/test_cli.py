@@ -90,7 +90,7 @@ def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
 @needs_gemma
 def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     # The wiring, on fewer facts than `make demo` uses (every capital, 10 recall countries).
-    monkeypatch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 20)
+    monkeypatch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 10)
     monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=6, shots=2))
     assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
     for name in ["toy/model.safetensors", "toy/metrics.json", "toy/training.png", "attention.html",
@@ -102,7 +102,7 @@ def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
     assert summary["metrics"]["bayes_accuracy"] > summary["metrics"]["accuracy"]
     assert {c["id"] for c in summary["claims"]} == {"T1", "T2", "C2", "C3", "C9"}
     for hijack in summary["hijack"].values():  # generic scheme on both offline models
-        assert hijack["dataset"] == "capitals" and hijack["n"] == 20 and hijack["k"] == [0, 1, 2, 3]
+        assert hijack["dataset"] == "capitals" and hijack["n"] == 10 and hijack["k"] == [0, 1, 2, 3]
         assert hijack["efficacy_score"][3] > hijack["efficacy_score"][0] + 0.2
     assert summary["recall"]["n"] == 9 and 0 < summary["recall"]["baseline_p"] < 1
     printed = capsys.readouterr().out

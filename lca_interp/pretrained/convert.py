@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -94,11 +95,38 @@ def offline(model: OfflineModel, device, dtype, processing: bool, cache_dir: Pat
     return _load_cached(folder, device, dtype)
 
 
+@contextmanager
+def _one_gguf_reader():
+    """transformers reads a GGUF's metadata anew for the config, the weights and the tokenizer; for
+    Gemma's 262k-token vocabulary each read takes about a minute (BENCHMARKS.md). Inside this
+    block the reads of one file share one `gguf.GGUFReader`, which is read-only (a memory map)."""
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def shared(path, *args, **kwargs):
+        key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
     """GGUF → dequantized transformers model → TL state dict, written atomically into `folder`."""
+    gguf = gguf_path(model)
+    with _one_gguf_reader():
+        _convert_gguf(model, gguf, folder, processing)
+
+
+def _convert_gguf(model: OfflineModel, gguf: Path, folder: Path, processing: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = gguf_path(model)
     hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # TL refuses a model that still carries its GGUF quantization config; the weights are already
     # dequantized float32 here.
