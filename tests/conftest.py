@@ -182,3 +182,13 @@ needs_smollm2 = pytest.mark.skipif(
 def smollm2():
     """SmolLM2-135M-Instruct from the offline GGUF (converted once, then loaded from the cache)."""
     return _offline_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+# The longest test files go to the two xdist workers first, so neither is left with one of them
+# at the end while the other idles (the rest keep their order).
+LONGEST_FILES_FIRST = ("test_demo.py", "test_hijack.py", "test_scoring.py", "test_reproduce.py", "test_readme.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import needs_gemma
 
 from lca_interp.cli import main
 
@@ -85,29 +84,6 @@ def test_train_to_the_plateau_from_the_command_line(tmp_path, capsys):
 def test_reproduce_unknown_claim_is_refused(tmp_path, capsys):
     assert main(["reproduce", "--quick", "--claims", "C99", "--out", str(tmp_path / "r")]) == 2
     assert "unknown claim" in capsys.readouterr().err
-
-
-@needs_gemma
-def test_demo_writes_its_outputs(tmp_path, capsys, monkeypatch):
-    # The wiring, on fewer facts than `make demo` uses (every capital, 10 recall countries).
-    monkeypatch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 10)
-    monkeypatch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=6, shots=2))
-    assert main(["demo", "--out", str(tmp_path), "--steps", "20"]) == 0
-    for name in ["toy/model.safetensors", "toy/metrics.json", "toy/training.png", "attention.html",
-                 "claims/claims.json", "claims/report.html", "hijack/gemma-3-270m/hijack.json", "hijack/gemma-3-270m/hijack.png",
-                 "hijack/SmolLM2-135M-Instruct/hijack.json", "toy_anatomy/anatomy.html", "recall/recall.json",
-                 "recall/recall.html", "compare.html", "demo.json"]:
-        assert (tmp_path / name).exists(), name
-    summary = json.loads((tmp_path / "demo.json").read_text())
-    assert summary["metrics"]["bayes_accuracy"] > summary["metrics"]["accuracy"]
-    assert {c["id"] for c in summary["claims"]} == {"T1", "T2", "C2", "C3", "C9"}
-    for hijack in summary["hijack"].values():  # generic scheme on both offline models
-        assert hijack["dataset"] == "capitals" and hijack["n"] == 10 and hijack["k"] == [0, 1, 2, 3]
-        assert hijack["efficacy_score"][3] > hijack["efficacy_score"][0] + 0.2
-    assert summary["recall"]["n"] == 9 and 0 < summary["recall"]["baseline_p"] < 1
-    printed = capsys.readouterr().out
-    assert "google/gemma-3-270m: ES (generic, capitals" in printed and "recall (paper B)" in printed
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct: ES (generic, capitals" in printed
 
 
 def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Paper B's measurements: the regression on synthetic data, the mitigations' exactness, the
-patching shortcut against the plain intervention, and the whole study on Gemma-3-270m."""
+patching shortcut against the plain intervention. The whole study on Gemma-3-270m is checked on
+the demo's run of it (tests/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 
 import pytest
 import torch
-from conftest import needs_gemma
 
 from lca_interp.cli import main
 from lca_interp.evals.recall.heads import argument_passing_heads
@@ -119,28 +119,6 @@ def test_hijack_with_a_mitigation_reports_both(gpt2_folder, tmp_path, capsys):
     assert all(len(m["efficacy_score"]) == 2 for m in written["mitigations"].values())
     printed = capsys.readouterr().out
     assert "with the masked mitigation" in printed and "with the both mitigation" in printed
-
-
-@needs_gemma
-def test_recall_study_on_gemma_with_a_few_countries(tmp_path, capsys):
-    out = tmp_path / "recall"
-    assert main(["recall", "--model", "google/gemma-3-270m", "--limit", "8", "--shots", "2", "--out", str(out)]) == 0
-    result = json.loads((out / "recall.json").read_text())
-    for key in ["model", "n", "shots", "baseline_p", "masked_p", "intercept_p", "both_p", "heads", "mlp_decomposition"]:
-        assert key in result
-    fit, evaluation = result["split"]["fit"], result["split"]["evaluation"]
-    assert len(fit) == len(evaluation) == 4 and not set(fit) & set(evaluation)  # fitted and scored apart
-    assert result["n"] == 12 and 0.02 < result["baseline_p"] < 1
-    assert all(0 < h["correlation_p"] <= 1 for h in result["heads"])
-    by_layer = result["anti_overconfidence"]["mlp_vs_mean_logits_correlation_by_layer"]
-    assert len(by_layer) == 18 and by_layer[-1] == result["anti_overconfidence"]["final_mlp_vs_mean_logits_correlation"]
-    assert len(result["heads"]) == 18 * 4 and result["heads"][0]["patch_effect"] > 0.02
-    assert list(result["head_memory"]) == [h["head"] for h in result["heads"][:3]]
-    lens = result["anti_overconfidence"]
-    assert lens["p_answer_by_stage"][-1] == pytest.approx(result["baseline_p"], rel=1e-3)
-    assert max(lens["final_heads_mass_on_first_token"]) > 0.5  # a final-layer head parks on BOS
-    assert (out / "recall.html").exists() and (out / "recall.png").stat().st_size > 10_000
-    assert "argument-passing heads" in capsys.readouterr().out
 
 
 def test_recall_cli_on_a_local_model_folder(gpt2_folder, tmp_path, capsys):

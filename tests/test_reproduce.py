@@ -31,7 +31,7 @@ from lca_interp.task import mix_contexts
 
 
 # The quick scale with shorter training: a third of its time.
-TINY = replace(QUICK, name="tiny", steps=150, eval_samples=1500, plateau_window=100, plateau_cap=600)
+TINY = replace(QUICK, name="tiny", steps=120, eval_samples=1500, plateau_window=100, plateau_cap=500)
 
 
 @pytest.fixture(scope="module")

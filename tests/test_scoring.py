@@ -87,7 +87,7 @@ def test_bad_input_is_refused(gpt2):
 @pytest.mark.skipif(not COUNTERFACT.exists(), reason="../shared/data is not beside the checkout")
 @pytest.mark.parametrize("name", ["google/gemma-3-270m", "HuggingFaceTB/SmolLM2-135M-Instruct"])
 def test_real_model_scores_equal_plain_transformers_on_counterfact(name, request):
-    """The issue's check: on 20 CounterFact records, behind k = 0 and k = 2 generic sentences,
+    """The issue's check: on 10 CounterFact records, behind k = 0 and k = 2 generic sentences,
     both targets: log P from the project equals transformers on the same dequantized weights,
     with the text tokenized by the model's own tokenizer (BOS as it has it) as one string. The
     reference reads the weights from the GGUF itself; its config and tokenizer are transformers'
@@ -104,7 +104,7 @@ def test_real_model_scores_equal_plain_transformers_on_counterfact(name, request
         pytest.skip(f"{offline.package} is not installed")
     model = request.getfixturevalue({"google/gemma-3-270m": "gemma"}.get(name, "smollm2"))  # converts if needed
     assert model.cfg.default_prepend_bos is offline.prepends_bos
-    facts = load_counterfact(COUNTERFACT, limit=20).facts
+    facts = load_counterfact(COUNTERFACT, limit=10).facts
     pairs = [(hijacked_prompt(f, "generic", k), target) for k in (0, 2) for f in facts for target in (f.target_true, f.target_false)]
     gguf, cached = gguf_path(offline), cache_folder(offline, True, default_cache_dir())
     config = AutoConfig.from_pretrained(cached / "hf_config")
