@@ -184,11 +184,15 @@ def smollm2():
     return _offline_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
-# The longest test files go to the two xdist workers first, so neither is left with one of them
-# at the end while the other idles (the rest keep their order).
-LONGEST_FILES_FIRST = ("test_demo.py", "test_hijack.py", "test_scoring.py", "test_reproduce.py", "test_readme.py")
+# Test files in the order the two xdist workers take them. The demo goes first: it needs both
+# offline models, so on a fresh machine its worker converts them (about three minutes) while the
+# other worker runs the toy-only files, and reaches the model files once the cache is there.
+# The other long files follow, so neither worker is left with one at the end. The rest keep
+# their order.
+FILE_ORDER = ("test_demo.py", "test_reproduce.py", "test_train.py", "test_toy_stack.py", "test_toy.py",
+              "test_theory.py", "test_task.py", "test_hijack.py", "test_scoring.py", "test_readme.py")
 
 
 def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    rank = {name: i for i, name in enumerate(FILE_ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
