@@ -103,7 +103,28 @@ def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_p
     page = (out / "compare.html").read_text()
     assert str(tmp_path / "model-a") in page and str(tmp_path / "model-b") in page
     assert page.count("data:image/png;base64") == 1  # the ES panels; no recall or anatomy here
+    findings = (out / "findings.md").read_text().splitlines()
+    assert findings[0] == f"| finding | {tmp_path / 'model-a'} | {tmp_path / 'model-b'} |" and len(findings) == 2 + 2
+    for name, column in (("a", 1), ("b", 2)):
+        for scheme in ("generic", "negation"):
+            es = json.loads((tmp_path / f"results-{name}" / scheme / "hijack.json").read_text())["efficacy_score"]
+            row = next(line for line in findings if f" {scheme} scheme" in line).split(" | ")
+            assert row[column].startswith(f"{es[0]:.3f} → {es[-1]:.3f} (")
     assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_findings_call_a_change_only_where_the_intervals_separate():
+    from lca_interp.report.compare import findings
+
+    def hijack(es, low, high):
+        return {"kind": "hijack", "scheme": "generic", "n": 9, "k": [0, 1], "efficacy_score": es, "ci_low": low, "ci_high": high,
+                "efficacy_score_per_token": es, "ci_low_per_token": low, "ci_high_per_token": [1.0, 1.0]}
+
+    rows = findings({"m1": {"hijack": [hijack([0.2, 0.8], [0.1, 0.7], [0.3, 0.9])]},
+                     "m2": {"hijack": [hijack([0.2, 0.3], [0.1, 0.2], [0.3, 0.4])]}})
+    assert rows == [{"finding": "paper A: ES(0) → ES(1), generic scheme",
+                     "m1": "0.200 → 0.800 (rises); per token 0.200 → 0.800 (no clear change) [n = 9]",
+                     "m2": "0.200 → 0.300 (no clear change); per token 0.200 → 0.300 (no clear change) [n = 9]"}]
 
 
 def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2_folder, tmp_path, capsys, monkeypatch):

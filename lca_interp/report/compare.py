@@ -1,7 +1,9 @@
 """Models side by side: one offline page from several folders of results, drawn from JSON alone.
 
 Each folder holds one model's results (`hijack`, `anatomy`, `recall` JSONs, as the command line
-writes them). The page shows ES(k) per scheme with one curve per model (both readings), the heads
+writes them). The page opens with `findings`: one row per finding of the two papers, one column
+per model, the same table `findings.md` holds in Markdown (the README's "what holds on two
+models"). Then ES(k) per scheme with one curve per model (both readings), the heads
 each model's anatomy found with their held-out control, and what paper B's mitigations do to
 recall and to hijacking on each model.
 """
@@ -13,6 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from lca_interp import artifacts
 from lca_interp.report.figures import figure_html, pyplot
 from lca_interp.report.page import table_html, write_page
 
@@ -72,6 +75,59 @@ def mitigation_figure(results: dict[str, dict[str, list[dict]]]):
     return fig
 
 
+def _es_change(r: dict) -> str:
+    """ES(0) → ES(K) both ways, and whether the 95% intervals at 0 and K separate."""
+    def reading(suffix: str) -> str:
+        es, low, high = r["efficacy_score" + suffix], r["ci_low" + suffix], r["ci_high" + suffix]
+        moved = "rises" if low[-1] > high[0] else "falls" if high[-1] < low[0] else "no clear change"
+        return f"{es[0]:.3f} → {es[-1]:.3f} ({moved})"
+    return f"{reading('')}; per token {reading('_per_token')}" + f" [n = {r['n']}]"
+
+
+def findings(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
+    """What each model shows for each of the papers' findings, one row per finding and one column
+    per model, from the result JSONs alone (what `markdown_findings` and the compare page show)."""
+    models = list(results)
+    rows: dict[str, dict] = {}
+
+    def put(finding: str, model: str, text: str) -> None:
+        rows.setdefault(finding, {"finding": finding})[model] = text
+
+    for model, kinds in results.items():
+        for r in sorted(kinds.get("hijack", []), key=scheme_label):
+            if r.get("mitigations"):
+                for name, m in r["mitigations"].items():
+                    put(f"A × B: ES({r['k'][-1]}) of {scheme_label(r)} hijacking under paper B's `{name}` fix", model,
+                        f"{r['efficacy_score'][-1]:.3f} → {m['efficacy_score'][-1]:.3f} [n = {r['n']}]")
+            else:
+                put(f"paper A: ES(0) → ES({r['k'][-1]}), {scheme_label(r)} scheme", model, _es_change(r))
+        for a in kinds.get("anatomy", []):
+            k, control = a["k"], a["control"]
+            put(f"anatomy ({a['scheme']}, k = {k}): heads chosen on one split, ablated on the other, beat "
+                f"q95 of {len(control['es'])} random head sets", model,
+                f"{'yes' if control['top_beats_q95'][k] else 'no'}: ES {a['es_baseline'][k]:.3f} → {a['es_top_ablated'][k]:.3f}; "
+                f"random {control['es_q05'][k]:.3f}–{control['es_q95'][k]:.3f} ({', '.join(map(str, map(_head, a['top_heads'])))})")
+        for recall in kinds.get("recall", []):
+            zero = recall["zero_shot"]
+            put("paper B: zero-shot P(answer), baseline → masked / intercept / both", model,
+                f"{zero['baseline']['p_mean']:.3f} → " + " / ".join(f"{zero[s]['p_mean']:.3f}" for s in ("masked", "intercept", "both"))
+                + f" [n = {recall['n']}]")
+    return [{"finding": row["finding"], **{m: row.get(m, "–") for m in models}} for row in rows.values()]
+
+
+def _head(head) -> str:
+    layer, index = head
+    return f"L{layer}H{index}"
+
+
+def markdown_findings(results: dict[str, dict[str, list[dict]]]) -> str:
+    """`findings` as a Markdown table (the README's "what holds on two models")."""
+    models = list(results)
+    lines = ["| finding | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    lines += ["| " + " | ".join(row[c] for c in ("finding", *models)) + " |" for row in findings(results)]
+    return "\n".join(lines)
+
+
 def compare_page(folders: list[Path], out: Path) -> Path:
     results = load_results(folders)
     if not results:
@@ -80,7 +136,7 @@ def compare_page(folders: list[Path], out: Path) -> Path:
     for model, kinds in results.items():
         for a in kinds.get("anatomy", []):
             control = a["control"]
-            heads.append({"model": model, "scheme": a["scheme"], "k": a["k"], "top heads": ", ".join(f"L{l}H{h}" for l, h in a["top_heads"]),
+            heads.append({"model": model, "scheme": a["scheme"], "k": a["k"], "top heads": ", ".join(map(_head, a["top_heads"])),
                           "ES at k": a["es_baseline"][a["k"]], "top ablated": a["es_top_ablated"][a["k"]],
                           "random q05–q95": f"{control['es_q05'][a['k']]:.3f}–{control['es_q95'][a['k']]:.3f}",
                           "beats q95": "yes" if control["top_beats_q95"][a["k"]] else "no",
@@ -91,6 +147,7 @@ def compare_page(folders: list[Path], out: Path) -> Path:
                               "with the mitigation": m["efficacy_score"][-1]})
     parts = [f"<p>Models: {', '.join(html.escape(m) for m in results)}. Drawn from the result JSONs under "
              f"{', '.join(html.escape(str(f)) for f in folders)}.</p>",
+             "<h2>What holds on each model</h2>", table_html(findings(results)),
              figure_html(es_figure(results), "ES by scheme and model")]
     if heads:
         parts += ["<h2>The heads each model's anatomy found (chosen on one split, measured on the other)</h2>", table_html(heads)]
@@ -100,4 +157,5 @@ def compare_page(folders: list[Path], out: Path) -> Path:
         parts += ["<h2>Paper B's mitigations against paper A's hijack</h2>", table_html(fixes)]
     path = out / "compare.html"
     write_page(path, "Models side by side", parts)
+    artifacts.write_text(out / "findings.md", markdown_findings(results) + "\n")
     return path
