@@ -19,6 +19,16 @@ are the same in any longer sequence that starts with it. A request whose `prompt
 is a prefix of another's (the two targets of a fact when one is a single token, or the same
 request twice) is read off the longer row, so most facts cost one row instead of two.
 
+Requests also share prefixes. Rows of one group (a fact's k = 0..K hijacked prompts with both
+targets; by default the rows of one prompt) mostly start like the group's longest row, its stem:
+"Do not think of Chicago. Do not think of Chicago. The Eiffel Tower is in" starts with the k = 1
+prompt's hijack sentence. The stems run first, keeping their keys and values; every other row
+runs only the tokens after its longest common prefix with its stem, attending to the stem's
+cached keys through an attention mask that hides the slots past that prefix (TransformerLens
+rotates keys when they are read and derives positions from the mask, so positions are exact).
+Each row then costs its own suffix instead of its whole length. This path runs only when no hooks
+are attached: a hook sees activations of whole sequences, so under hooks every row runs whole.
+
 Batching pads on the right. Attention is causal, so a position never sees the padding after it
 and no attention mask is needed; rotary positions are unchanged. Prompts are tokenized with the
 model's own BOS convention (`cfg.default_prepend_bos`, which `load_model` sets to the
@@ -28,7 +38,7 @@ target, exactly what the model reads when the text is written out whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -102,13 +112,10 @@ def final_residuals(
     first so each batch pads little and the first shows the peak memory. The blocks run with
     `stop_at_layer`: no logits are formed here."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    pad = model.tokenizer.pad_token_id if getattr(model.tokenizer, "pad_token_id", None) is not None else 0
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
         batch = order[start : start + batch_size]
-        tokens = torch.full((len(batch), len(sequences[batch[0]])), pad, dtype=torch.long)
-        for row, index in enumerate(batch):
-            tokens[row, : len(sequences[index])] = torch.tensor(sequences[index])
-        yield batch, model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+        tokens, _ = _padded([sequences[i] for i in batch], _pad_id(model), model.cfg.device)
+        yield batch, model(tokens, stop_at_layer=model.cfg.n_layers)
 
 
 @torch.no_grad()
@@ -144,6 +151,102 @@ def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int,
     return runs, [run_of[s] for s in sequences]
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Stems:
+    """Which runs start each group (`stems`) and, for every other run, its stem and the length of
+    the prefix it shares with it (`shared`, ≥ 1). A run with no shared prefix is a stem itself."""
+
+    stems: list[int]
+    stem_of: dict[int, int]
+    shared: dict[int, int]
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[int, ...]], group_of_run: Sequence[object]) -> "Stems":
+        groups: dict[object, list[int]] = {}
+        for run, group in enumerate(group_of_run):
+            groups.setdefault(group, []).append(run)
+        stems, stem_of, shared = [], {}, {}
+        for members in groups.values():
+            stem = max(members, key=lambda r: len(runs[r]))
+            stems.append(stem)
+            for run in members:
+                if run != stem:
+                    n = common_prefix(runs[run], runs[stem])
+                    if n == 0:
+                        stems.append(run)
+                    else:
+                        stem_of[run], shared[run] = stem, n
+        return cls(stems, stem_of, shared)
+
+
+def hooks_attached(model) -> bool:
+    return any(point.fwd_hooks for point in model.hook_dict.values())
+
+
+def _padded(sequences: Sequence[Sequence[int]], pad: int, device) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Right-padded tokens and their attention mask (1 on real tokens)."""
+    tokens = torch.full((len(sequences), max(map(len, sequences))), pad, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def _pad_id(model) -> int:
+    return model.tokenizer.pad_token_id if getattr(model.tokenizer, "pad_token_id", None) is not None else 0
+
+
+def stem_residuals(
+    model, runs: Sequence[tuple[int, ...]], stems: Stems, batch_size: int, progress: bool = False, desc: str = "score"
+) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"], list[int]]]:
+    """(runs, final residual stream, offset of each row's first token in its run): the stems of a
+    batch run whole, keeping their keys and values; then the runs that share a prefix with those
+    stems run from the end of that prefix, with the stem's cache masked to the prefix."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    pad, device = _pad_id(model), model.cfg.device
+    followers: dict[int, list[int]] = {}
+    for run, stem in stems.stem_of.items():
+        followers.setdefault(stem, []).append(run)
+    order = sorted(stems.stems, key=lambda r: -len(runs[r]))
+    bar = tqdm(total=len(runs), desc=desc, disable=not progress)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        tokens, mask = _padded([runs[r] for r in batch], pad, device)
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(batch))
+        yield batch, model(tokens, stop_at_layer=model.cfg.n_layers, attention_mask=mask, past_kv_cache=cache), [0] * len(batch)
+        bar.update(len(batch))
+        row_of_stem = {stem: row for row, stem in enumerate(batch)}
+        rest = sorted((r for stem in batch for r in followers.get(stem, [])), key=lambda r: -(len(runs[r]) - stems.shared[r]))
+        # Suffixes are short, so more of them fit in one forward at the same cost.
+        for chunk_start in range(0, len(rest), 4 * batch_size):
+            chunk = rest[chunk_start : chunk_start + 4 * batch_size]
+            rows = torch.tensor([row_of_stem[stems.stem_of[r]] for r in chunk], device=device)
+            width = max(stems.shared[r] for r in chunk)  # cached slots past every shared prefix are never read
+            visible = torch.zeros(len(chunk), width, dtype=mask.dtype, device=device)
+            for i, r in enumerate(chunk):
+                visible[i, : stems.shared[r]] = 1
+            entries = [TransformerLensKeyValueCacheEntry(e.past_keys[rows, :width], e.past_values[rows, :width], frozen=True)
+                       for e in cache.entries]
+            prefix_cache = TransformerLensKeyValueCache(entries, visible, frozen=True)
+            suffix_tokens, suffix_mask = _padded([runs[r][stems.shared[r]:] for r in chunk], pad, device)
+            residual = model(suffix_tokens, stop_at_layer=model.cfg.n_layers, attention_mask=suffix_mask, past_kv_cache=prefix_cache)
+            yield chunk, residual, [stems.shared[r] for r in chunk]
+            bar.update(len(chunk))
+    bar.close()
+
+
 @dataclass
 class TargetScores:
     """log P(target | prompt) of each request, summed over the target's tokens, and how many
@@ -167,13 +270,17 @@ def score_targets(
     targets: Sequence[str],
     batch_size: int = 16,
     progress: bool = False,
+    groups: Optional[Sequence[Hashable]] = None,
 ) -> TargetScores:
     """log P(targets[i] | prompts[i]) over the target's tokens, and their number, for every i.
 
     `batch_size` counts forward rows; requests that share a row (see the module docstring) are
-    scored together."""
+    scored together. `groups` (one key per request; default: its prompt) says which requests'
+    rows share a stem."""
     if len(prompts) != len(targets):
         raise ValueError(f"got {len(prompts)} prompts but {len(targets)} targets.")
+    if groups is not None and len(groups) != len(prompts):
+        raise ValueError(f"got {len(groups)} groups for {len(prompts)} prompts.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
     prompt_cache: dict[str, list[int]] = {}
@@ -195,9 +302,24 @@ def score_targets(
     reads: list[list[tuple[int, int, int]]] = [[] for _ in runs]  # (request, position, token)
     for i, (prompt_ids, target_ids) in enumerate(encoded):
         reads[run_of[i]] += [(i, len(prompt_ids) - 1 + j, token) for j, token in enumerate(target_ids)]
+    window = getattr(model.cfg, "window_size", None)  # local attention masks by slot, which holes would shift
+    if hooks_attached(model) or (window is not None and 2 * max(map(len, runs)) > window):
+        batches = ((batch, residual, [0] * len(batch)) for batch, residual in final_residuals(model, runs, batch_size, progress))
+    else:
+        group_of_run: list[Hashable] = [None] * len(runs)
+        for i, run in enumerate(run_of):
+            group_of_run[run] = groups[i] if groups is not None else prompts[i]
+        stems = Stems.of(runs, group_of_run)
+        for run, stem in stems.stem_of.items():  # positions inside the shared prefix are read off the stem
+            reads[stem] += [read for read in reads[run] if read[1] < stems.shared[run]]
+            reads[run] = [read for read in reads[run] if read[1] >= stems.shared[run]]
+        batches = stem_residuals(model, runs, stems, batch_size, progress)
     result = torch.zeros(len(encoded), dtype=torch.float64)
-    for batch, residual in final_residuals(model, runs, batch_size, progress):
-        triples = [(row, *read) for row, run in enumerate(batch) for read in reads[run]]
+    for batch, residual, offsets in batches:
+        triples = [(row, request, position - offsets[row], token)
+                   for row, run in enumerate(batch) for request, position, token in reads[run]]
+        if not triples:
+            continue
         rows, requests, positions, next_ids = (torch.tensor(column) for column in zip(*triples))
         logits = logits_at(model, residual, rows, positions)
         log_probs = logits.double().log_softmax(-1)[torch.arange(len(next_ids)), next_ids.to(logits.device)]
@@ -222,13 +344,14 @@ def hijack_scores(
         raise ValueError(f"max_prepends must be ≥ 0, got {max_prepends}.")
     if not facts:
         raise ValueError("no facts to evaluate.")
-    prompts, targets = [], []
+    prompts, targets, groups = [], [], []
     for k in range(max_prepends + 1):
-        for fact in facts:
+        for i, fact in enumerate(facts):
             prompt = hijacked_prompt(fact, scheme, k, donors)
             prompts += [prompt, prompt]
             targets += [fact.target_true, fact.target_false]
-    return score_targets(model, prompts, targets, batch_size, progress).view(max_prepends + 1, len(facts), 2)
+            groups += [i, i]  # a fact's prompts at every k start alike: one stem
+    return score_targets(model, prompts, targets, batch_size, progress, groups).view(max_prepends + 1, len(facts), 2)
 
 
 def flips(scores: TargetScores, per_token: bool = False) -> Float[Tensor, "k fact"]:

@@ -9,11 +9,13 @@ import pytest
 import torch
 from transformer_lens.utilities import get_act_name
 
+from lca_interp.facts import Fact
 from lca_interp.hooks.attention import attention_mass, capture_patterns
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.circuits import ov_circuit, qk_circuit
 from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
 from lca_interp.pretrained import load_model
+from lca_interp.scoring import hijack_scores
 
 N_HEADS, N_KV, D_HEAD = 6, 2, 8
 PROMPTS = ["The Eiffel Tower is located in the city of", "Do not think of Chicago. The Eiffel Tower is in"]
@@ -92,3 +94,15 @@ def test_the_tokenizers_own_bos_convention_is_kept(model, llama_gqa):
     raw = AutoTokenizer.from_pretrained(llama_gqa)
     assert model.to_tokens(PROMPTS[0])[0].tolist() == raw(PROMPTS[0])["input_ids"]
     assert model.to_str_tokens(PROMPTS[0])[:3] == ["The", " E", "iff"]
+
+
+def test_hijack_scores_from_shared_stems_equal_whole_rows_under_rotary_positions(model):
+    """A fact's rows at k = 0..3 run from its longest row's cached keys (positions from the mask);
+    the same rows run whole (forced by a no-op hook) give the same log-probabilities."""
+    facts = [Fact.from_template("{} is located in the city of", "The Eiffel Tower", "Paris", "New York City", case_id="e"),
+             Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "English", case_id="d")]
+    for scheme in ("generic", "negation"):
+        shared = hijack_scores(model, facts, scheme, 3)
+        with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+            whole = hijack_scores(model, facts, scheme, 3)
+        assert torch.allclose(shared.log_prob, whole.log_prob, atol=1e-4, rtol=0)

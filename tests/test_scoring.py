@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from lca_interp.facts import load_counterfact
+from lca_interp import scoring
+from lca_interp.facts import Fact, load_counterfact
 from lca_interp.pretrained import load_model
-from lca_interp.prompts import hijacked_prompt
-from lca_interp.scoring import covering_rows, encode_prompt, encode_target, target_log_probs
+from lca_interp.prompts import hijack_sentence, hijacked_prompt
+from lca_interp.scoring import (
+    Stems,
+    covering_rows,
+    encode_prompt,
+    encode_target,
+    score_targets,
+    target_log_probs,
+)
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
@@ -24,6 +32,7 @@ PROMPTS = [
     "The capital of France is",
 ]
 TARGETS = ["Paris", "Chicago", "French", "guitar player and singer", "Port of Spain"]
+EIFFEL = Fact.from_template("{} is located in the city of", "The Eiffel Tower", "Paris", "Chicago", case_id="e")
 
 
 def slow_log_prob(model, prompt: str, target: str) -> float:
@@ -46,6 +55,40 @@ def test_batched_scores_equal_the_slow_loop(gpt2, batch_size):
     fast = target_log_probs(gpt2, PROMPTS, TARGETS, batch_size=batch_size)
     slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(PROMPTS, TARGETS)], dtype=torch.float64)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_rows_run_from_a_shared_stem_score_as_if_run_whole(gpt2, batch_size, monkeypatch):
+    """A fact behind k = 1..3 hijack sentences with every target, as one group: one stem, and rows
+    that share from one sentence up to the whole prompt with it, some reading inside that part."""
+    hijacked = [hijacked_prompt(EIFFEL, "generic", k) for k in (1, 2, 3)]
+    prompts, targets = [p for p in hijacked for _ in TARGETS], TARGETS * len(hijacked)
+    stems_used = []
+    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: stems_used.append(a[2]) or real_stem_residuals(*a, **kw))
+    shared = score_targets(gpt2, prompts, targets, batch_size=batch_size, groups=[0] * len(prompts))
+    slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(prompts, targets)], dtype=torch.float64)
+    (stems,) = stems_used
+    first_sentence = len(encode_prompt(gpt2, hijack_sentence(EIFFEL, "generic")))
+    assert len(stems.stems) == 1 and min(stems.shared.values()) == first_sentence
+    assert max(stems.shared.values()) >= len(encode_prompt(gpt2, hijacked[-1]))
+    assert torch.allclose(shared.log_prob, slow, atol=1e-4, rtol=0)
+
+
+real_stem_residuals = scoring.stem_residuals
+
+
+def test_under_hooks_every_row_runs_whole(gpt2, monkeypatch):
+    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: pytest.fail("stems used under a hook"))
+    with gpt2.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        hooked = target_log_probs(gpt2, PROMPTS, TARGETS)
+    monkeypatch.undo()
+    assert torch.allclose(hooked, target_log_probs(gpt2, PROMPTS, TARGETS), atol=1e-4, rtol=0)
+
+
+def test_stems_are_the_longest_run_of_each_group_and_unshared_runs_stand_alone():
+    runs = [(1, 2, 3), (1, 2, 3, 4, 5), (1, 2, 9), (7, 8), (4,)]
+    stems = Stems.of(runs, ["a", "a", "a", "a", "b"])
+    assert stems.stems == [1, 3, 4] and stems.stem_of == {0: 1, 2: 1} and stems.shared == {0: 3, 2: 2}
 
 
 def test_covering_rows_reads_prefixes_off_longer_sequences():

@@ -194,7 +194,11 @@ def _pm(row: dict, digits: int = 3) -> str:
 
 
 def _variant_gaps(rows: dict, unit: str) -> str:
-    return "; ".join(f"{unit} {key}: {_pm(row['gap'])}" for key, row in rows.items())
+    """Each setting's gap, naming any variant whose toys stopped at the step cap, not the plateau."""
+    def capped(row: dict) -> str:
+        names = [name for name, v in row.items() if isinstance(v, dict) and not all(v.get("plateaued", [True]))]
+        return f" ({', '.join(names)} stopped at the step cap, still rising)" if names else ""
+    return "; ".join(f"{unit} {key}: {_pm(row['gap'])}{capped(row)}" for key, row in rows.items())
 
 
 SUMMARIES: dict[str, Callable[[dict], str]] = {
