@@ -113,18 +113,19 @@ def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_p
     assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
-def test_findings_call_a_change_only_where_the_intervals_separate():
+def test_findings_call_a_change_only_where_the_intervals_separate_and_use_the_largest_run():
     from lca_interp.report.compare import findings
 
     def hijack(es, low, high):
         return {"kind": "hijack", "scheme": "generic", "n": 9, "k": [0, 1], "efficacy_score": es, "ci_low": low, "ci_high": high,
                 "efficacy_score_per_token": es, "ci_low_per_token": low, "ci_high_per_token": [1.0, 1.0]}
 
-    rows = findings({"m1": {"hijack": [hijack([0.2, 0.8], [0.1, 0.7], [0.3, 0.9])]},
-                     "m2": {"hijack": [hijack([0.2, 0.3], [0.1, 0.2], [0.3, 0.4])]}})
-    assert rows == [{"finding": "paper A: ES(0) → ES(1), generic scheme",
-                     "m1": "0.200 → 0.800 (rises); per token 0.200 → 0.800 (no clear change) [n = 9]",
-                     "m2": "0.200 → 0.300 (no clear change); per token 0.200 → 0.300 (no clear change) [n = 9]"}]
+    subset = {**hijack([0.5, 0.5], [0.0, 0.0], [1.0, 1.0]), "n": 3}  # e.g. an anatomy run's facts: not the headline
+    rows = findings({"m1": {"hijack": [subset, hijack([0.2, 0.8], [0.1, 0.7], [0.3, 0.9])]},
+                     "m2": {"hijack": [hijack([0.2, 0.3], [0.1, 0.2], [0.3, 0.4]), subset]}})
+    assert rows == [{"finding": "paper A: ES(0) → ES(K), generic scheme",
+                     "m1": "0.200 → 0.800 (rises); per token 0.200 → 0.800 (no clear change) [n = 9, K = 1]",
+                     "m2": "0.200 → 0.300 (no clear change); per token 0.200 → 0.300 (no clear change) [n = 9, K = 1]"}]
 
 
 def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2_folder, tmp_path, capsys, monkeypatch):

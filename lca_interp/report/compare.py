@@ -36,19 +36,30 @@ def scheme_label(result: dict) -> str:
     return result["scheme"] + (f" ({result['relation']})" if result.get("relation") else "")
 
 
+def headline_hijacks(kinds: dict[str, list[dict]]) -> list[dict]:
+    """One model's hijack result per scheme: the one on the most facts (an anatomy or mitigation
+    run beside a larger one measures a subset of its facts)."""
+    best: dict[str, dict] = {}
+    for r in kinds.get("hijack", []):
+        if scheme_label(r) not in best or r["n"] > best[scheme_label(r)]["n"]:
+            best[scheme_label(r)] = r
+    return [best[label] for label in sorted(best)]
+
+
 def es_figure(results: dict[str, dict[str, list[dict]]]):
     """One panel per scheme, one colour per model; solid: summed log P, dashed: per-token mean."""
     plt = pyplot()
-    schemes = sorted({scheme_label(r) for kinds in results.values() for r in kinds.get("hijack", [])})
+    headlines = {model: headline_hijacks(kinds) for model, kinds in results.items()}
+    schemes = sorted({scheme_label(r) for rs in headlines.values() for r in rs})
     fig, axes = plt.subplots(1, max(1, len(schemes)), figsize=(4.2 * max(1, len(schemes)), 3.6), squeeze=False)
     for ax, scheme in zip(axes[0], schemes):
-        for color, (model, kinds) in enumerate(results.items()):
-            for r in (r for r in kinds.get("hijack", []) if scheme_label(r) == scheme):
+        for color, (model, rs) in enumerate(headlines.items()):
+            for r in (r for r in rs if scheme_label(r) == scheme):
                 ax.plot(r["k"], r["efficacy_score"], marker="o", color=f"C{color}", label=f"{model} (n = {r['n']})")
                 ax.fill_between(r["k"], r["ci_low"], r["ci_high"], color=f"C{color}", alpha=0.15)
                 if "efficacy_score_per_token" in r:
                     ax.plot(r["k"], r["efficacy_score_per_token"], linestyle="--", color=f"C{color}")
-        ks = sorted({k for kinds in results.values() for r in kinds.get("hijack", []) if scheme_label(r) == scheme for k in r["k"]})
+        ks = sorted({k for rs in headlines.values() for r in rs if scheme_label(r) == scheme for k in r["k"]})
         ax.set(title=scheme, xlabel="prepended sentences k", ylabel="ES", ylim=(0, 1), xticks=ks)
         ax.legend(fontsize=7)
     fig.suptitle("ES(k) by scheme (solid: summed log P, paper A; dashed: per-token mean, ROME; bands: 95% CI)")
@@ -81,7 +92,7 @@ def _es_change(r: dict) -> str:
         es, low, high = r["efficacy_score" + suffix], r["ci_low" + suffix], r["ci_high" + suffix]
         moved = "rises" if low[-1] > high[0] else "falls" if high[-1] < low[0] else "no clear change"
         return f"{es[0]:.3f} → {es[-1]:.3f} ({moved})"
-    return f"{reading('')}; per token {reading('_per_token')}" + f" [n = {r['n']}]"
+    return f"{reading('')}; per token {reading('_per_token')} [n = {r['n']}, K = {r['k'][-1]}]"
 
 
 def findings(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
@@ -94,13 +105,12 @@ def findings(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
         rows.setdefault(finding, {"finding": finding})[model] = text
 
     for model, kinds in results.items():
-        for r in sorted(kinds.get("hijack", []), key=scheme_label):
-            if r.get("mitigations"):
-                for name, m in r["mitigations"].items():
-                    put(f"A × B: ES({r['k'][-1]}) of {scheme_label(r)} hijacking under paper B's `{name}` fix", model,
-                        f"{r['efficacy_score'][-1]:.3f} → {m['efficacy_score'][-1]:.3f} [n = {r['n']}]")
-            else:
-                put(f"paper A: ES(0) → ES({r['k'][-1]}), {scheme_label(r)} scheme", model, _es_change(r))
+        for r in headline_hijacks(kinds):
+            put(f"paper A: ES(0) → ES(K), {scheme_label(r)} scheme", model, _es_change(r))
+        for r in sorted((r for r in kinds.get("hijack", []) if r.get("mitigations")), key=scheme_label):
+            for name, m in r["mitigations"].items():
+                put(f"A × B: ES(K) of {scheme_label(r)} hijacking under paper B's `{name}` fix", model,
+                    f"{r['efficacy_score'][-1]:.3f} → {m['efficacy_score'][-1]:.3f} [n = {r['n']}, K = {r['k'][-1]}]")
         for a in kinds.get("anatomy", []):
             k, control = a["k"], a["control"]
             put(f"anatomy ({a['scheme']}, k = {k}): heads chosen on one split, ablated on the other, beat "
