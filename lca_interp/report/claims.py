@@ -47,9 +47,17 @@ def _variants(title: str, xlabel: str, by: dict[str, dict], variants: dict[str, 
     return fig
 
 
+# Claims that compare variants trained to the plateau: (key of the settings, the setting's name,
+# variant → label).
+VARIANTS = {
+    "C1": ("by_context_len", "L", {"trained_wv": "trained W_V", "identity_wv": "W_V = I"}),
+    "C4": ("by_d", "d", {"trained_we": "trained W_E", "frozen_we": "W_E frozen at init"}),
+}
+
+
 def c1(m: dict):
-    return _variants("C1: trained vs identity value matrix", "context length L", m["by_context_len"],
-                     {"trained_wv": "trained W_V", "identity_wv": "W_V = I"}, log=False)
+    key, _, labels = VARIANTS["C1"]
+    return _variants("C1: trained vs identity value matrix", "context length L", m[key], labels, log=False)
 
 
 def c2(m: dict):
@@ -62,8 +70,8 @@ def c3(m: dict):
 
 
 def c4(m: dict):
-    return _variants("C4: does embedding training matter?", "d", m["by_d"],
-                     {"trained_we": "trained W_E", "frozen_we": "W_E frozen at init"}, log=True, mark=(m["V"], f"V = {m['V']}"))
+    key, _, labels = VARIANTS["C4"]
+    return _variants("C4: does embedding training matter?", "d", m[key], labels, log=True, mark=(m["V"], f"V = {m['V']}"))
 
 
 def _geometry(m: dict, title: str):
@@ -220,10 +228,27 @@ SUMMARIES: dict[str, Callable[[dict], str]] = {
 }
 
 
+def variant_table(claim: dict) -> str:
+    """A plateau claim's variants per setting: test accuracy (mean ± sd), the lr validation chose,
+    steps to the plateau per seed, and the gap."""
+    key, unit, labels = VARIANTS[claim["id"]]
+    lines = [f"| {unit} | " + " | ".join(labels.values()) + " | gap |", "|---" * (len(labels) + 2) + "|"]
+    for setting, row in claim["measured"][key].items():
+        cells = [f"{_pm(row[v]['test_accuracy'])} at lr {row[v]['lr']:g} "
+                 f"({', '.join(f'{s / 1000:g}k' for s in row[v]['steps_to_plateau'])} steps"
+                 f"{'' if all(row[v]['plateaued']) else ', capped'})" for v in labels]
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {_pm(row['gap'])} |")
+    return "\n".join(lines)
+
+
 def markdown_table(data: dict) -> str:
-    """The claims as a Markdown table (id, verdict, what was measured, mean ± sd over seeds)."""
+    """The claims as a Markdown table (id, verdict, what was measured, mean ± sd over seeds), then a
+    table per claim that compares variants at their plateau."""
     lines = ["| claim | holds | measured (mean ± sd over seeds) |", "|---|---|---|"]
     for claim in data["claims"]:
         lines.append(f"| {claim['id']}: {claim['claim']} | {'yes' if claim['holds'] else '**no**'} | "
                      f"{SUMMARIES[claim['id']](claim['measured'])} |")
+    for claim in (c for c in data["claims"] if c["id"] in VARIANTS):
+        lines += ["", f"{claim['id']} at the plateau: test accuracy, the learning rate validation chose, steps to the plateau per seed.",
+                  "", variant_table(claim)]
     return "\n".join(lines)
