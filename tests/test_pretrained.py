@@ -121,3 +121,55 @@ def test_processes_that_start_together_convert_once(tmp_path):
         worker.join(timeout=30)
     assert [w.exitcode for w in workers] == [0, 0]
     assert (tmp_path / "conversions").read_text() == "converted\n"
+
+
+@pytest.fixture
+def cached_gpt2(gpt2_folder, tmp_path, monkeypatch):
+    """The offline cache machinery on a small model: Gemma's registry entry, with a conversion that
+    writes the random GPT-2 the way a GGUF conversion writes its cache, counting conversions."""
+    from lca_interp.pretrained import OFFLINE_MODELS, convert
+
+    source = load_model(gpt2_folder, processing=False)
+    conversions = []
+
+    def convert_gpt2(model, folder, processing):
+        conversions.append(folder)
+        folder.mkdir(parents=True)
+        source.tokenizer.save_pretrained(folder / "tokenizer")
+        convert.write_cache(folder, source)
+
+    monkeypatch.setattr(convert, "_convert", convert_gpt2)
+    load = lambda: convert.offline(OFFLINE_MODELS["google/gemma-3-270m"], "cpu", torch.float32, True, tmp_path / "cache")  # noqa: E731
+    return source, load, conversions
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a bit"])
+def test_a_damaged_cache_is_named_and_converted_again(cached_gpt2, damage):
+    source, load, conversions = cached_gpt2
+    assert _same_weights(load(), source) and len(conversions) == 1
+    weights = conversions[0] / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-1000] ^= 0x10  # inside the last tensor's data: the file still parses
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=f"{conversions[0]}.*converting google/gemma-3-270m again"):
+        model = load()
+    assert _same_weights(model, source) and len(conversions) == 2
+    assert _same_weights(load(), source) and len(conversions) == 2  # the rebuilt cache is kept
+
+
+def test_a_conversion_killed_midway_leaves_nothing_behind_once_converted_again(cached_gpt2, tmp_path):
+    from lca_interp.pretrained import OFFLINE_MODELS, convert
+
+    _, load, conversions = cached_gpt2
+    folder = convert.cache_folder(OFFLINE_MODELS["google/gemma-3-270m"], True, tmp_path / "cache")
+    stale = folder.parent / f".{folder.name}.killed"
+    (stale / "tokenizer").mkdir(parents=True)  # what a conversion killed while writing leaves
+    load()
+    assert not stale.exists() and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]

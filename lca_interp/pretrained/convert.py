@@ -6,7 +6,10 @@ Gemma-architecture folder loads). `offline` turns an `OfflineModel`'s GGUF into 
 (dequantized by transformers), caches its state dict, config and tokenizer as safetensors and
 JSON in a folder written atomically, and loads that folder in seconds afterwards. Processes that
 start together (test workers, Ray shards) convert once: the first holds a lock (a file in the
-temp folder) while the others wait for it and then load what it wrote.
+temp folder) while the others wait for it and then load what it wrote. A conversion killed
+midway leaves a staging folder, which the next conversion removes. The checksum of the weights
+is recorded when the cache is written and checked on every load: a damaged cache (a truncated
+or altered file) is converted again, with a warning that names it.
 
 Weight processing
 -----------------
@@ -28,13 +31,32 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 
 from lca_interp import artifacts
 from lca_interp.pretrained.registry import OfflineModel, gguf_path
 
-CACHE_FORMAT = 3  # bump when the cached layout changes
+CACHE_FORMAT = 4  # bump when the cached layout changes
+
+
+class DamagedCache(Exception):
+    """A converted cache that cannot be read or does not match the checksum recorded with it."""
+
+
+def state_checksum(state: dict[str, torch.Tensor]) -> str:
+    """A content checksum of a state dict: each tensor's bytes summed as uint32 words modulo 2^32
+    (exact in any order, and one flipped bit changes it), hashed with its name, dtype and shape.
+    A third of a second for Gemma-3-270m, where sha256 over the file takes about ten."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        raw = tensor.view(-1).view(torch.uint8).numpy()
+        total = raw.view(np.uint32).sum(dtype=np.uint32) if raw.size % 4 == 0 else raw.sum(dtype=np.uint64)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{int(total)};".encode())
+    return digest.hexdigest()
 
 
 def processing_kwargs(processing: bool) -> dict:
@@ -82,17 +104,49 @@ def cache_folder(model: OfflineModel, processing: bool, cache_dir: Path) -> Path
     return cache_dir / f"{slug}-{model.quantization.lower()}-tl{'-processed' if processing else ''}-v{CACHE_FORMAT}"
 
 
+@contextmanager
+def _conversion_lock(folder: Path):
+    """One process at a time converts into `folder`. The lock lives in the temp folder so the cache
+    only ever holds complete conversions; it is released when the file closes, even on a crash."""
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"lca_interp-convert-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _written(folder: Path) -> Optional[int]:
+    """When the cache in `folder` was completed (its marker's mtime), or None if it is not."""
+    try:
+        return (folder / "complete").stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def offline(model: OfflineModel, device, dtype, processing: bool, cache_dir: Path):
-    """The offline model from its converted cache, converting the GGUF first if needed."""
+    """The offline model from its converted cache, converting the GGUF first if needed, and again
+    if the cache turns out damaged."""
     folder = cache_folder(model, processing, cache_dir)
-    if not (folder / "complete").exists():
-        # The lock lives in the temp folder so the cache only ever holds complete conversions.
-        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-        with open(Path(tempfile.gettempdir()) / f"lca_interp-convert-{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on a crash
-            if not (folder / "complete").exists():  # another process may have converted meanwhile
-                _convert(model, folder, processing)
+    if _written(folder) is None:
+        with _conversion_lock(folder):
+            if _written(folder) is None:  # another process may have converted meanwhile
+                _convert_locked(model, folder, processing)
+    seen = _written(folder)
+    try:
+        return _load_cached(folder, device, dtype)
+    except DamagedCache as damage:
+        warnings.warn(f"{damage}; converting {model.name} again.", stacklevel=2)
+    with _conversion_lock(folder):
+        if _written(folder) == seen:  # not already rebuilt by another process
+            shutil.rmtree(folder, ignore_errors=True)
+            _convert_locked(model, folder, processing)
     return _load_cached(folder, device, dtype)
+
+
+def _convert_locked(model: OfflineModel, folder: Path, processing: bool) -> None:
+    """Convert while holding the lock: any staging folder beside `folder` is a killed run's."""
+    for stale in folder.parent.glob(f".{folder.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    _convert(model, folder, processing)
 
 
 @contextmanager
@@ -145,18 +199,25 @@ def _convert_gguf(model: OfflineModel, gguf: Path, folder: Path, processing: boo
         gguf_tokenizer.save_pretrained(staging / "tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
         hooked = hooked_from_hf(model.name, hf_model, tokenizer, "cpu", torch.float32, processing)
-        artifacts.save_tensors(staging / "model.safetensors", hooked.state_dict())
-        (staging / "config.json").write_text(json.dumps(_config_to_json(hooked.cfg), indent=1))
         # transformers' own reading of the GGUF's config, so a reference model can be rebuilt from
         # the GGUF without parsing its metadata (a minute for Gemma's 262k-token vocabulary) again.
         hf_model.config.save_pretrained(staging / "hf_config")
         (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
-        (staging / "complete").write_text("ok\n")
+        write_cache(staging, hooked)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_cache(folder: Path, hooked) -> None:
+    """The model's weights, config and, last, the marker with their checksum, into `folder` (which
+    already holds the tokenizer, under tokenizer/)."""
+    state = hooked.state_dict()
+    artifacts.save_tensors(folder / "model.safetensors", state)
+    (folder / "config.json").write_text(json.dumps(_config_to_json(hooked.cfg), indent=1))
+    (folder / "complete").write_text(json.dumps({"format": CACHE_FORMAT, "checksum": state_checksum(state)}))
 
 
 def _config_to_json(cfg) -> dict:
@@ -175,10 +236,25 @@ def _config_to_json(cfg) -> dict:
 
 
 def _load_cached(folder: Path, device, dtype):
+    """The cached model; DamagedCache when a file cannot be read or the weights do not match the
+    checksum recorded when they were written."""
+    from safetensors import SafetensorError
+
+    try:
+        return _read_cache(folder, device, dtype)
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        raise DamagedCache(f"the converted cache {folder} cannot be read ({type(error).__name__}: {error})") from error
+
+
+def _read_cache(folder: Path, device, dtype):
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
+    recorded = json.loads((folder / "complete").read_text())["checksum"]
+    state = load_file(folder / "model.safetensors")
+    if state_checksum(state) != recorded:
+        raise DamagedCache(f"the weights in {folder} differ from the checksum recorded when they were written")
     data = json.loads((folder / "config.json").read_text())
     data["dtype"] = getattr(torch, data.get("dtype", "float32"))
     data["device"] = "cpu"
@@ -188,5 +264,5 @@ def _load_cached(folder: Path, device, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    model.load_state_dict(state, strict=True)
     return model.to(device) if dtype == torch.float32 else model.to(device).to(dtype)
