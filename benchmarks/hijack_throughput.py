@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from lca_interp.evals.hijack import hijacked_prompt
+from lca_interp.prompts import hijacked_prompt
 from lca_interp.facts import load_counterfact
 from lca_interp.pretrained import load_model
 from lca_interp.scoring import encode_prompt, encode_target, score_targets, target_log_probs

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from lca_interp.options import MITIGATIONS, NEIGHBOURHOODS, SCHEMES
+from lca_interp.options import DTYPES, MITIGATIONS, NEIGHBOURHOODS, SCHEMES
 
 
 def _add_task_flags(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plateau-window", type=int, default=0,
                         help="stop when held-out accuracy gains < 0.005 over this many steps (0: train all --steps)")
     parser.add_argument("--seed", type=int, default=0, help="seeds both the init and the data")
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best present)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the weights' and activations' dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--anatomy-k", type=int, default=1, help="hijack sentences in the anatomy's prompts")
     hijack.add_argument("--top-heads", type=int, default=3, help="heads the anatomy ablates (and as many random ones)")
     hijack.add_argument("--control-draws", type=int, default=20, help="random head sets the anatomy ablates as its control")
+    hijack.add_argument("--workers", type=int, default=1,
+                        help="score the shards on this many Ray workers (1: in this process; needs lca-interp[cluster])")
+    hijack.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting a local instance")
+    hijack.add_argument("--shard-size", type=int, default=200,
+                        help="facts per shard; finished shards are kept under OUT/shards and a rerun resumes from them")
+    _add_model_flags(hijack)
     hijack.set_defaults(run=_run_hijack)
 
     recall = commands.add_parser("recall", help="paper B: factual-recall mechanisms and the two mitigations")
@@ -91,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--batch-size", type=int, default=16)
     recall.add_argument("--seed", type=int, default=0)
     recall.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_model_flags(recall)
     recall.set_defaults(run=_run_recall)
 
     report = commands.add_parser("report", help="redraw every figure and page of a results folder from its JSON, no model")
@@ -164,6 +176,7 @@ def _run_hijack(args: argparse.Namespace) -> None:
         raise ValueError("--dataset is required for a pretrained model: counterfact, capitals, or a CounterFact JSON file.")
     from lca_interp.evals.hijack import hijack_with_mitigations
     from lca_interp.evals.recall import final_intercept
+    from lca_interp.evals.hijack.shards import ShardPlan
     from lca_interp.facts import load_facts
     from lca_interp.facts.relations import LOCAL_KNOWN_1000_HINT, load_relation_map, select_relation
     from lca_interp.pretrained import load_model
@@ -178,11 +191,12 @@ def _run_hijack(args: argparse.Namespace) -> None:
     if args.relation:
         facts = select_relation(facts, args.relation)
     facts = facts[: args.limit] if args.limit else facts
-    model = load_model(args.model)
+    shards = ShardPlan(args.out / "shards", args.shard_size, args.workers, args.ray_address, model=args.model)
+    model = load_model(args.model, args.device, args.dtype)
     intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
     result = hijack_with_mitigations(model, facts, args.mitigation, intercept, scheme=args.scheme,
                                      max_prepends=args.max_prepends, batch_size=args.batch_size, model_name=args.model,
-                                     dataset_name=args.dataset, seed=args.seed, donors=donors)
+                                     dataset_name=args.dataset, seed=args.seed, donors=donors, shards=shards)
     result.skipped_records += len(loaded.skipped)
     result.relation = args.relation
     report.save(result, args.out / "hijack.json", _settings(args))
@@ -229,7 +243,7 @@ def _run_recall(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 2:
         raise ValueError(f"--limit must be ≥ 2, got {args.limit}.")
     facts = load_facts(args.dataset, seed=args.seed).facts
-    model = load_model(args.model)
+    model = load_model(args.model, args.device, args.dtype)
     result, _ = run_recall(model, facts, shots=args.shots, limit=args.limit, mlp_layer=args.mlp_layer,
                            batch_size=args.batch_size, model_name=args.model, seed=args.seed)
     report.save(result, args.out / "recall.json", _settings(args))

@@ -7,3 +7,4 @@ the command line offers the same list without importing torch or TransformerLens
 NEIGHBOURHOODS = ("all", "hamming1", "cluster1", "cluster2")  # lca_interp.task: N(z*)
 SCHEMES = ("generic", "negation", "relation", "reverse-generic", "reverse-negation")  # lca_interp.prompts
 MITIGATIONS = ("masked", "intercept", "both")  # lca_interp.hooks.mitigations (paper B)
+DTYPES = ("float32", "bfloat16", "float16")  # lca_interp.devices: what a model may run in

@@ -151,16 +151,17 @@ def _offline_model(name: str):
 
 @pytest.fixture(autouse=True)
 def reuse_offline_models(monkeypatch):
-    """`load_model(offline name)` with default settings returns the model this process loaded."""
+    """`load_model(offline name)` on the CPU in float32 returns the model this process loaded."""
     import lca_interp.demo
     import lca_interp.pretrained
     from lca_interp.pretrained import OFFLINE_MODELS
     from lca_interp.pretrained.load import load_model as original
 
-    def load_model(name_or_path, *args, **kwargs):
-        if str(name_or_path) in OFFLINE_MODELS and not args and not kwargs:
+    def load_model(name_or_path, device=None, dtype="float32", **kwargs):
+        as_loaded = device in (None, "cpu") and str(dtype).removeprefix("torch.") == "float32" and not kwargs
+        if str(name_or_path) in OFFLINE_MODELS and as_loaded:
             return _offline_model(str(name_or_path))
-        return original(name_or_path, *args, **kwargs)
+        return original(name_or_path, device, dtype, **kwargs)
 
     monkeypatch.setattr(lca_interp.pretrained, "load_model", load_model)
     monkeypatch.setattr(lca_interp.demo, "load_model", load_model)

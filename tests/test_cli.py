@@ -140,7 +140,7 @@ def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2
     out = tmp_path / "out"
     argv = ["hijack", "--model", str(gpt2_folder), "--dataset", str(data), "--max-prepends", "1", "--out", str(out)]
     assert main(argv) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -149,7 +149,7 @@ def test_a_failed_write_names_the_file_and_leaves_the_previous_result_whole(gpt2
     assert main([*argv, "--seed", "1"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
     assert error == f"lca-interp hijack: error: could not write {out / 'hijack.png'}: No space left on device."
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old JSON and figure, no temporary files
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # old JSON and figure, no temporary files
 
 
 def test_every_result_says_what_produced_it(gpt2_folder, tmp_path):

