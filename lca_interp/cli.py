@@ -39,6 +39,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plateau-window", type=int, default=0,
                         help="stop when held-out accuracy gains < 0.005 over this many steps (0: train all --steps)")
     parser.add_argument("--seed", type=int, default=0, help="seeds both the init and the data")
+    parser.add_argument("--device", default="cpu",
+                        help="where the toy trains: cpu, cuda, cuda:N or mps (float32 everywhere; the data is the same)")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--seeds", type=int, default=None, help="seeds per claim (default: the scale's)")
     reproduce.add_argument("--claims", nargs="+", metavar="ID", help="only these claims (e.g. C1 T2)")
     reproduce.add_argument("--out", type=Path, required=True, help="output folder")
+    reproduce.add_argument("--device", default="cpu", help="where the toys train: cpu, cuda, cuda:N or mps")
     reproduce.set_defaults(run=_run_reproduce)
 
     hijack = commands.add_parser("hijack", help="context hijacking: ES(k) of a pretrained LLM on fact data")
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job on the embedded default setting")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=None, help="override the demo's training steps")
+    _add_model_flags(demo)
     demo.set_defaults(run=_run_demo)
     return parser
 
@@ -142,7 +146,7 @@ def _run_train(args: argparse.Namespace) -> None:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          eval_every=every, eval_samples=args.eval_samples, checkpoint_every=max(1, args.steps // 4),
                          seed=args.seed, plateau_window=args.plateau_window)
-    metrics = train(task, toy, config, out_dir=args.out).metrics
+    metrics = train(task, toy, config, out_dir=args.out, device=args.device).metrics
     report.render(args.out / "metrics.json")
     stop = " (plateau)" if metrics["plateaued"] else ""
     print(f"accuracy {metrics['accuracy']:.4f} (Bayes ceiling {metrics['bayes_accuracy']:.4f}) after "
@@ -154,7 +158,7 @@ def _run_reproduce(args: argparse.Namespace) -> None:
     from lca_interp.evals.claims import FULL, QUICK
     from lca_interp.evals.claims.reproduce import reproduce
 
-    result = reproduce(args.out, QUICK if args.quick else FULL, seeds=args.seeds, claim_ids=args.claims)
+    result = reproduce(args.out, QUICK if args.quick else FULL, seeds=args.seeds, claim_ids=args.claims, device=args.device)
     report.save(result, args.out / "claims.json", _settings(args))
     for claim in result.claims:
         print(f"{claim.id:>4}  {'holds' if claim.holds else 'does NOT hold':<13}  {claim.claim}")
@@ -278,7 +282,7 @@ def _run_compare(args: argparse.Namespace) -> None:
 def _run_demo(args: argparse.Namespace) -> None:
     from lca_interp.demo import run_demo
 
-    for line in run_demo(args.out, steps=args.steps)["lines"]:
+    for line in run_demo(args.out, steps=args.steps, device=args.device, dtype=args.dtype)["lines"]:
         print(line)
 
 

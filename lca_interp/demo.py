@@ -45,8 +45,9 @@ DEMO_CAPITALS_LIMIT: Optional[int] = None  # every country with a capital
 DEMO_RECALL = dict(limit=10, shots=3)
 
 
-def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
-    """Train the default toy into `out_dir/toy` and write the demo's results, figures and pages."""
+def run_demo(out_dir: str | Path, steps: Optional[int] = None, device: Optional[str] = None, dtype: str = "float32") -> dict:
+    """Train the default toy into `out_dir/toy` and write the demo's results, figures and pages.
+    `device` and `dtype`: where and how the two LLMs run (the toy trains on the CPU)."""
     out = Path(out_dir)
     task = LCATask(**DEMO_TASK)
     toy = ToyConfig(d_vocab=task.vocab_size, d_model=DEMO_D_MODEL, n_ctx=task.context_len)
@@ -76,7 +77,7 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None) -> dict:
     lines.append(f"wrote {out / 'claims' / 'report.html'}")
     hijacks = {}
     for name in DEMO_LLMS:
-        llm = load_model(name)
+        llm = load_model(name, device, dtype)
         folder = out / "hijack" / name.split("/")[-1]
         hijacks[name] = run_hijack_demo(llm, name, folder)
         lines += [f"{name}: {hijacks[name].summary()}", f"wrote {folder / 'hijack.json'}, {folder / 'hijack.png'}"]

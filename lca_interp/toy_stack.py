@@ -73,18 +73,22 @@ class ToyStack:
         if len(shapes) > 1:
             raise ValueError(f"toys in one stack must share V and d, got {sorted(shapes)}.")
         self.configs = [m.toy_cfg for m in models]
+        self.device = models[0].embed.W_E.device  # every tensor of the stack lives with the toys' weights
         self.params: dict[str, Tensor] = {}
         self.trains: dict[str, Tensor] = {}  # name → [toy] bool: which toys train this weight
         for name in PARAMETERS:
             weights = [dict(m.named_parameters())[name] for m in models]
-            self.trains[name] = torch.tensor([w.requires_grad for w in weights])
+            self.trains[name] = torch.tensor([w.requires_grad for w in weights], device=self.device)
             self.params[name] = torch.stack([w.detach() for w in weights]).requires_grad_(bool(self.trains[name].any()))
         self.trainable = [name for name, p in self.params.items() if p.requires_grad]
         self.exp_avg = {name: torch.zeros_like(self.params[name]) for name in self.trainable}
         self.exp_avg_sq = {name: torch.zeros_like(self.params[name]) for name in self.trainable}
-        self.adam_steps = torch.zeros(len(models), dtype=torch.float64)
-        self.lr = torch.tensor(lrs, dtype=torch.float64)
-        self.weight_decay = torch.tensor(weight_decays, dtype=torch.float64)
+        # Per-toy AdamW scalars in float64, as torch.optim.AdamW computes them in Python floats
+        # (MPS has no float64: float32 there).
+        scalar = dict(dtype=torch.float32 if self.device.type == "mps" else torch.float64, device=self.device)
+        self.adam_steps = torch.zeros(len(models), **scalar)
+        self.lr = torch.tensor(lrs, **scalar)
+        self.weight_decay = torch.tensor(weight_decays, **scalar)
 
     def __len__(self) -> int:
         return len(self.configs)
@@ -117,7 +121,7 @@ class ToyStack:
 
     def keep(self, indices: Sequence[int]) -> None:
         """Drop every toy not in `indices` (toys that finished), keeping the others' state."""
-        index = torch.tensor(list(indices), dtype=torch.long)
+        index = torch.tensor(list(indices), dtype=torch.long, device=self.device)
         self.configs = [self.configs[i] for i in indices]
         for name, param in self.params.items():
             self.params[name] = param.detach()[index].requires_grad_(param.requires_grad)
@@ -129,7 +133,7 @@ class ToyStack:
 
     def model(self, i: int) -> LCAToy:
         """Toy i as an `LCAToy` (a copy of its current weights)."""
-        model = LCAToy(self.configs[i])
+        model = LCAToy(self.configs[i]).to(self.device)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 param.copy_(self.params[name][i])

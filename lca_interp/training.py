@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lca_interp.config import Config
+from lca_interp.devices import resolve_device
 from lca_interp.runs import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, save_run, settings_of
 from lca_interp.task import LCATask, derive_seed
 from lca_interp.toy import LCAToy, ToyConfig
@@ -135,24 +136,28 @@ def plateaued(history: list[dict], window: int, gain: float) -> bool:
 
 
 def train(
-    task: LCATask, toy_config: ToyConfig, config: TrainConfig, out_dir: Optional[str | Path] = None, progress: bool = True
+    task: LCATask, toy_config: ToyConfig, config: TrainConfig, out_dir: Optional[str | Path] = None, progress: bool = True,
+    device: Optional[str | torch.device] = None,
 ) -> TrainResult:
     """Train a fresh toy on `task`; with `out_dir`, checkpoint there and resume from it if present.
 
     Resuming continues from the checkpoint's step with the same batches, so an interrupted and
-    resumed run ends with the weights an uninterrupted one would have.
+    resumed run ends with the weights an uninterrupted one would have. `device`: where the toy
+    trains (default: the CPU); the data is drawn on the CPU, so the batches are the same anywhere.
     """
-    return train_many([Run(task, toy_config, config, Path(out_dir) if out_dir is not None else None)], progress)[0]
+    run = Run(task, toy_config, config, Path(out_dir) if out_dir is not None else None)
+    return train_many([run], progress, device)[0]
 
 
-def train_many(runs: list[Run], progress: bool = True) -> list[TrainResult]:
+def train_many(runs: list[Run], progress: bool = True, device: Optional[str | torch.device] = None) -> list[TrainResult]:
     """Train every run, toys of the same shape together in one stack; results in `runs` order."""
+    device = resolve_device(device or "cpu")
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, run in enumerate(runs):
         groups[run.shape].append(i)
     results: list[Optional[TrainResult]] = [None] * len(runs)
     for indices in groups.values():
-        for i, result in zip(indices, _train_stack([runs[i] for i in indices], progress)):
+        for i, result in zip(indices, _train_stack([runs[i] for i in indices], progress, device)):
             results[i] = result
     return results  # type: ignore[return-value]
 
@@ -172,8 +177,8 @@ class _Progress:
         return self.step >= config.steps or plateaued(self.history, config.plateau_window, config.plateau_gain)
 
 
-def _train_stack(runs: list[Run], progress: bool) -> list[TrainResult]:
-    models = [LCAToy(run.toy) for run in runs]
+def _train_stack(runs: list[Run], progress: bool, device: torch.device) -> list[TrainResult]:
+    models = [LCAToy(run.toy).to(device) for run in runs]
     stack = ToyStack(models, [r.config.lr for r in runs], [r.config.weight_decay for r in runs])
     states = [_Progress(run) for run in runs]
     for i, state in enumerate(states):
@@ -185,6 +190,7 @@ def _train_stack(runs: list[Run], progress: bool) -> list[TrainResult]:
             state.history, state.seconds = saved.history, saved.seconds
     evaluation = [eval_set(run.task, run.config) for run in runs]
     bayes = [run.task.bayes_accuracy(*data) for run, data in zip(runs, evaluation)]
+    evaluation = [(x.to(device), y.to(device)) for x, y in evaluation]
 
     def eval_toy(slot: int, i: int) -> tuple[float, float]:
         x, y = evaluation[i]
@@ -215,7 +221,8 @@ def _train_stack(runs: list[Run], progress: bool) -> list[TrainResult]:
         began = time.perf_counter()
         batches = [runs[i].task.sample(runs[i].config.batch_size, derive_seed(runs[i].config.seed, TRAIN_STREAM, states[i].step))
                    for i in active]
-        x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])  # [toy, batch, L], [toy, batch]
+        x = torch.stack([b[0] for b in batches]).to(device)  # [toy, batch, L]
+        y = torch.stack([b[1] for b in batches]).to(device)  # [toy, batch]
         logits = stack.logits(x)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)  # [toy]
         losses.sum().backward()  # toys share nothing, so each toy's gradient is its own loss's

@@ -33,6 +33,7 @@ def test_train_writes_model_config_metrics_and_figure(tmp_path, capsys):
         ["--m", "4", "--context-len", "8", "--d-model", "0"],
         ["--m", "4", "--context-len", "8", "--d-model", "8", "--steps", "0"],
         ["--m", "1", "--context-len", "8", "--d-model", "8", "--neighbourhood", "cluster1"],
+        ["--m", "4", "--context-len", "8", "--d-model", "8", "--device", "tpu"],
     ],
 )
 def test_train_refuses_bad_input_with_one_sentence_and_no_files(tmp_path, capsys, argv):

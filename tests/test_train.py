@@ -69,6 +69,15 @@ def test_same_seed_gives_bitwise_identical_weights(task, toy_config, quick_train
         assert not torch.equal(a.model.W_E, other.model.W_E)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here: the GPU path is checked where one exists")
+def test_a_toy_trains_on_the_gpu_from_the_same_data_as_on_the_cpu(task, toy_config, quick_train_config, tmp_path):
+    cpu = train(task, toy_config, quick_train_config, progress=False)
+    gpu = train(task, toy_config, quick_train_config, out_dir=tmp_path, progress=False, device="cuda")
+    assert gpu.model.W_E.device.type == "cuda"
+    assert_same_weights(cpu.model, gpu.model.cpu(), atol=1e-3)  # other kernels: float rounding only
+    assert load_toy(tmp_path)[0].W_E.device.type == "cpu"  # a saved toy loads anywhere
+
+
 def test_save_run_then_load_toy_round_trip(tmp_path, task, quick_train_config):
     toy_config = ToyConfig(d_vocab=8, d_model=16, n_ctx=8, freeze_wv=True, seed=4)
     result = train(task, toy_config, quick_train_config, progress=False)

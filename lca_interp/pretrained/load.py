@@ -105,7 +105,8 @@ def _to_str_tokens(model, input, prepend_bos=None, padding_side=None):
 def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
     path = Path(name).expanduser()
     if path.exists():
-        model, prepends_bos = _from_local_folder(path, device, dtype, processing)
+        model, prepends_bos = _from_local_folder(path, device, _conversion_dtype(dtype, processing), processing)
+        model = _cast(model, dtype)
         return model, {"name": path.name, "source": f"local folder {path}", "prepends_bos": prepends_bos}
     if looks_like_path(name):
         raise FileNotFoundError(f"{name} does not exist; pass a local Hugging Face model folder or a model name such as {HUB_EXAMPLES}.")
@@ -121,12 +122,27 @@ def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
         return offline(known, device, dtype, processing, cache_dir), source
     hub_name = known.name if known else official
     try:
-        model, prepends_bos = _from_hub(hub_name, device, dtype, processing)
+        model, prepends_bos = _from_hub(hub_name, device, _conversion_dtype(dtype, processing), processing)
+        model = _cast(model, dtype)
         return model, {"name": hub_name, "source": "Hugging Face hub", "prepends_bos": prepends_bos}
     except OSError as error:
         hint = "" if known else f" or one of the offline models ({', '.join(OFFLINE_MODELS)})"
         raise ValueError(f"could not load {name} from the Hugging Face hub ({type(error).__name__}); pass a local "
                          f"Hugging Face model folder instead{hint}.") from None
+
+
+def _conversion_dtype(dtype: torch.dtype, processing: bool) -> torch.dtype:
+    """TL's weight processing (folding norms, centring) runs in float32 and the result is cast
+    after, as the offline cache does: folded in bfloat16, the rounding of every fold adds up."""
+    return torch.float32 if processing else dtype
+
+
+def _cast(model, dtype: torch.dtype):
+    if next(model.parameters()).dtype == dtype:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.to(dtype)
 
 
 def _from_hub(name: str, device, dtype, processing: bool):

@@ -17,6 +17,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from lca_interp.devices import resolve_device
 from lca_interp.evals.claims import CLAIMS, QUICK, Claim, Scale
 from lca_interp.evals.claims.zoo import Reproduction, Zoo
 from lca_interp.hooks.attention import AttentionExample, attention_examples
@@ -44,9 +45,11 @@ def reproduce(
     seeds: Optional[int] = None,
     claim_ids: Optional[Sequence[str]] = None,
     progress: bool = True,
+    device: Optional[str] = None,
 ) -> Reproduced:
     """Measure the claims `claim_ids` (default: all) at `scale`; trained toys are kept in
-    `out_dir/runs/` and reused by later calls."""
+    `out_dir/runs/` and reused by later calls. `device`: where the toys train (default: the CPU);
+    the claims are measured from the saved toys, on the CPU."""
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"seeds must be a positive integer, got {seeds!r}.")
@@ -55,7 +58,8 @@ def reproduce(
     unknown = [i for i in ids if i not in CLAIMS]
     if unknown:
         raise ValueError(f"unknown claim ids {unknown}; choose from {', '.join(CLAIMS)}.")
-    r = Reproduction(scale, Zoo(Path(out_dir) / "runs", progress=progress))
+    resolve_device(device or "cpu")  # a bad device is one sentence before anything trains
+    r = Reproduction(scale, Zoo(Path(out_dir) / "runs", progress=progress, device=device))
     began = time.perf_counter()
     r.prepare(spec for claim_id in ids for spec in CLAIMS[claim_id].needs(scale))
     claims = [CLAIMS[claim_id](r) for claim_id in tqdm(ids, desc=f"claims ({scale.name})", disable=not progress)]

@@ -37,9 +37,10 @@ class TrainedToy:
 
 
 class Zoo:
-    def __init__(self, root: str | Path, progress: bool = True):
+    def __init__(self, root: str | Path, progress: bool = True, device: Optional[str] = None):
         self.root = Path(root)
         self.progress = progress
+        self.device = device  # where toys train; claims measure the saved toys on the CPU
 
     def folder(self, run: Run) -> Path:
         settings = settings_of(run.task, run.toy, run.config)
@@ -54,7 +55,7 @@ class Zoo:
         """Train every run whose folder holds no finished toy, in batched stacks."""
         missing = {self.folder(r): r for r in runs if not (self.folder(r) / "metrics.json").exists()}
         if missing:
-            train_many([Run(r.task, r.toy, r.config, folder) for folder, r in missing.items()], self.progress)
+            train_many([Run(r.task, r.toy, r.config, folder) for folder, r in missing.items()], self.progress, self.device)
 
     def get(self, run: Run) -> TrainedToy:
         self.train_missing([run])

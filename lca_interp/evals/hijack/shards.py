@@ -4,8 +4,8 @@ Scoring all of CounterFact at k = 0..4 takes hours; a run killed halfway should 
 machine with more cores (or a Ray cluster) should be used whole. So a run's facts are cut into
 shards of consecutive facts. Each finished shard's scores (log P of both targets at every k, and
 the targets' token counts) are written atomically to `FOLDER/<variant>/<first>-<end>.safetensors`
-together with the settings that produced them. Rerunning the same command reads the finished shards
-and scores only the rest; a shard written under other settings (model, dtype, facts, scheme, k,
+with the settings that produced them, its thread count and its seconds. Rerunning the same
+command reads the finished shards and scores only the rest; a shard written under other settings (model, dtype, facts, scheme, k,
 batch size, shard size, mitigation) is refused, never mixed in or overwritten.
 
 Shards are scored in this process (`workers=1`) or by Ray actors that each load the model once:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,9 +112,10 @@ class ShardPlan:
         bar = tqdm(total=len(facts), initial=sum(end - start for start, end in done), unit="record",
                    desc=f"shards ({scoring.mitigation or 'plain'})", disable=not progress)
         scored = _score_in_ray(self, model, facts, scoring, todo) if self.uses_ray and todo else \
-            ((span, scoring.scores(model, facts[span[0]:span[1]])) for span in todo)
-        for (start, end), shard in scored:
-            metadata = {"settings": json.dumps(settings), "threads": str(1 if self.uses_ray else torch.get_num_threads())}
+            ((span, *_timed(scoring, model, facts[span[0]:span[1]])) for span in todo)
+        for (start, end), shard, seconds in scored:
+            metadata = {"settings": json.dumps(settings), "threads": str(1 if self.uses_ray else torch.get_num_threads()),
+                        "seconds": repr(seconds)}
             artifacts.save_tensors(_shard_path(variant, start, end), {"log_prob": shard.log_prob, "n_tokens": shard.n_tokens},
                                    metadata)
             done[(start, end)] = shard
@@ -121,6 +123,13 @@ class ShardPlan:
         bar.close()
         return TargetScores(torch.cat([done[span].log_prob for span in spans], dim=1),
                             torch.cat([done[span].n_tokens for span in spans], dim=1))
+
+
+def _timed(scoring: HijackScoring, model, facts: Sequence[Fact]) -> tuple[TargetScores, float]:
+    """A shard's scores and the seconds they took (kept with the shard: a resumed run's speed)."""
+    began = time.perf_counter()
+    scores = scoring.scores(model, facts)
+    return scores, time.perf_counter() - began
 
 
 def _digest(data) -> str:
@@ -163,9 +172,8 @@ class _ShardScorer:
 
         self.model = load_model(model, device=device, dtype=getattr(torch, dtype))
 
-    def score(self, facts: list[Fact], scoring: HijackScoring) -> tuple[Tensor, Tensor]:
-        scores = scoring.scores(self.model, facts)
-        return scores.log_prob, scores.n_tokens
+    def score(self, facts: list[Fact], scoring: HijackScoring) -> tuple[TargetScores, float]:
+        return _timed(scoring, self.model, facts)
 
 
 def _score_in_ray(plan: ShardPlan, model, facts: Sequence[Fact], scoring: HijackScoring,
@@ -198,10 +206,10 @@ def _score_in_ray(plan: ShardPlan, model, facts: Sequence[Fact], scoring: Hijack
         while running:
             [ready], _ = ray.wait(list(running), num_returns=1)
             span, worker = running.pop(ready)
-            log_prob, n_tokens = ray.get(ready)
+            scores, seconds = ray.get(ready)
             if queue:
                 give(worker)
-            yield span, TargetScores(log_prob, n_tokens)
+            yield span, scores, seconds
     finally:
         if started:
             ray.shutdown()

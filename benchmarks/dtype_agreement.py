@@ -1,0 +1,75 @@
+"""bfloat16 against float32 on hijack scoring: speed, and how often the ES decisions agree.
+
+What is measured
+----------------
+The first `--limit` CounterFact records are scored at k = 0..K (generic scheme) once with the
+model in float32 and once in bfloat16, each as a sharded run (`evals.hijack.ShardPlan`) under
+`--out/<model>/<dtype>`, so an interrupted benchmark resumes. Speed is (prompt, target) pairs scored per
+second of shard time (each shard records its own seconds, so resumed shards still count at the
+speed they ran). Agreement is over every (record, k): whether P(o_) > P(o*) comes out the same in
+both dtypes, by both readings (summed and per-token log-probabilities); ES(k) is printed for both.
+Issue 12 allows bfloat16 for the full-CounterFact runs where agreement is ≥ 99.5%.
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dtype_agreement.py \\
+        --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from lca_interp.evals.hijack import HijackScoring, ShardPlan
+from lca_interp.facts import load_facts
+from lca_interp.pretrained import load_model
+from lca_interp.scoring import efficacy_score, flips
+
+COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
+
+
+def shard_seconds(folder: Path) -> float:
+    total = 0.0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, framework="pt") as handle:
+            total += float(handle.metadata()["seconds"])
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="google/gemma-3-270m")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--max-prepends", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("out/bench-dtype"))
+    args = parser.parse_args()
+    facts = load_facts(str(COUNTERFACT)).facts[: args.limit]
+    scoring = HijackScoring("generic", args.max_prepends, args.batch_size)
+    scores, speed = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        folder = args.out / args.model.split("/")[-1] / dtype
+        model = load_model(args.model, device="cpu", dtype=dtype)
+        scores[dtype] = ShardPlan(folder).scores(model, facts, scoring)
+        pairs = scores[dtype].log_prob.numel()
+        speed[dtype] = pairs / shard_seconds(folder / "plain")
+        del model
+    print(f"{args.model}, {len(facts)} CounterFact records, generic scheme, k = 0..{args.max_prepends}, "
+          f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    for dtype in scores:
+        es = ", ".join(f"{v:.3f}" for v in efficacy_score(scores[dtype]))
+        print(f"  {dtype:<9} {speed[dtype]:6.1f} (prompt, target) pairs/s; ES {es}")
+    print(f"  bfloat16 / float32 speed: {speed['bfloat16'] / speed['float32']:.2f}×")
+    for per_token in (False, True):
+        same = flips(scores["float32"], per_token) == flips(scores["bfloat16"], per_token)
+        reading = "per-token" if per_token else "summed"
+        print(f"  {reading} ES decisions that agree: {same.double().mean().item():.4%} of {same.numel()} "
+              f"(by k: {', '.join(f'{v:.4f}' for v in same.double().mean(1).tolist())})")
+    gap = (scores["bfloat16"].log_prob - scores["float32"].log_prob).abs()
+    print(f"  |log P(bf16) − log P(fp32)|: median {gap.median().item():.4f}, max {gap.max().item():.3f}")
+
+
+if __name__ == "__main__":
+    main()
