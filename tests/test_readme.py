@@ -59,3 +59,17 @@ def test_readme_claims_table_is_the_one_generated_from_results():
     table = re.search(r"<!-- claims table.*?-->\n(.*?)\n<!-- end claims table -->", text, flags=re.S)
     assert table is not None, "README has no claims table between its markers"
     assert table.group(1).strip() == markdown_table(data).strip()
+
+
+def test_readme_two_model_table_is_the_one_generated_from_results():
+    """README's "what holds on two models" is `report.compare.markdown_findings` of the committed
+    results/cross_model JSONs, the table `lca-interp compare` also writes to findings.md."""
+    from lca_interp.report.compare import load_results, markdown_findings
+
+    folders = [ROOT / "results" / "cross_model" / name for name in ("gemma-3-270m", "SmolLM2-135M-Instruct")]
+    generated = markdown_findings(load_results(folders)).strip()
+    text = (ROOT / "README.md").read_text()
+    table = re.search(r"<!-- two-model table.*?-->\n(.*?)\n<!-- end two-model table -->", text, flags=re.S)
+    assert table is not None, "README has no two-model table between its markers"
+    assert table.group(1).strip() == generated
+    assert (ROOT / "results" / "cross_model" / "findings.md").read_text().strip() == generated

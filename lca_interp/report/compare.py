@@ -51,8 +51,12 @@ def es_figure(results: dict[str, dict[str, list[dict]]]):
     plt = pyplot()
     headlines = {model: headline_hijacks(kinds) for model, kinds in results.items()}
     schemes = sorted({scheme_label(r) for rs in headlines.values() for r in rs})
-    fig, axes = plt.subplots(1, max(1, len(schemes)), figsize=(4.2 * max(1, len(schemes)), 3.6), squeeze=False)
-    for ax, scheme in zip(axes[0], schemes):
+    columns = min(3, max(1, len(schemes)))  # rows of three panels stay readable on a page
+    rows = -(-max(1, len(schemes)) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(schemes):]:
+        ax.set_visible(False)
+    for ax, scheme in zip(axes.flat, schemes):
         for color, (model, rs) in enumerate(headlines.items()):
             for r in (r for r in rs if scheme_label(r) == scheme):
                 ax.plot(r["k"], r["efficacy_score"], marker="o", color=f"C{color}", label=f"{model} (n = {r['n']})")
@@ -95,6 +99,10 @@ def _es_change(r: dict) -> str:
     return f"{reading('')}; per token {reading('_per_token')} [n = {r['n']}, K = {r['k'][-1]}]"
 
 
+def _es_at_k(r: dict) -> str:
+    return f"{r['efficacy_score'][-1]:.3f} ({r['ci_low'][-1]:.3f}–{r['ci_high'][-1]:.3f})"
+
+
 def findings(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
     """What each model shows for each of the papers' findings, one row per finding and one column
     per model, from the result JSONs alone (what `markdown_findings` and the compare page show)."""
@@ -109,8 +117,8 @@ def findings(results: dict[str, dict[str, list[dict]]]) -> list[dict]:
             put(f"paper A: ES(0) → ES(K), {scheme_label(r)} scheme", model, _es_change(r))
         for r in sorted((r for r in kinds.get("hijack", []) if r.get("mitigations")), key=scheme_label):
             for name, m in r["mitigations"].items():
-                put(f"A × B: ES(K) of {scheme_label(r)} hijacking under paper B's `{name}` fix", model,
-                    f"{r['efficacy_score'][-1]:.3f} → {m['efficacy_score'][-1]:.3f} [n = {r['n']}, K = {r['k'][-1]}]")
+                put(f"A × B: ES(K) of {scheme_label(r)} hijacking, without → with paper B's `{name}` fix (95% CI)", model,
+                    f"{_es_at_k(r)} → {_es_at_k(m)} [n = {r['n']}, K = {r['k'][-1]}]")
         for a in kinds.get("anatomy", []):
             k, control = a["k"], a["control"]
             put(f"anatomy ({a['scheme']}, k = {k}): heads chosen on one split, ablated on the other, beat "
