@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--scheme", choices=SCHEMES, default="generic")
     hijack.add_argument("--max-prepends", type=int, default=3, help="largest k")
     hijack.add_argument("--limit", type=int, default=None, help="first N facts (of the relation, with --relation)")
-    hijack.add_argument("--relation", metavar="PID", help="only facts of this Wikidata relation id, e.g. P190")
+    hijack.add_argument("--relation", metavar="PID", help="only facts of this Wikidata relation id, e.g. P190, or of any (known)")
     hijack.add_argument("--known-1000", type=Path, default=None,
                         help="ROME's known_1000.json, which maps CounterFact's templates to relation ids "
                              "(default: ../shared/data/known_1000.json when it exists)")

@@ -30,6 +30,7 @@ def test_templates_take_their_majority_relation_and_ties_stay_unmapped(tmp_path)
     facts = [Fact.from_template("{} is in", "Rome", "Italy", "France"), Fact.from_template("{} is developed by", "iOS", "Apple", "Google")]
     mapped = mapping.apply(facts)
     assert [f.relation for f in mapped] == ["P276", "{} is developed by"]
+    assert select_relation(mapped, "known") == mapped[:1]  # every fact with a relation id, and only those
 
 
 def test_bad_known_1000_files_and_relation_ids_get_one_sentence(tmp_path):

@@ -63,11 +63,18 @@ def load_relation_map(path: Union[str, os.PathLike] = LOCAL_KNOWN_1000_HINT) -> 
     return RelationMap(relation_of, {t: dict(c) for t, c in votes.items()}, str(path))
 
 
+KNOWN = "known"  # `select_relation`'s name for every fact that has a Wikidata relation id
+
+
+def is_relation_id(relation: str) -> bool:
+    return relation[:1] == "P" and relation[1:].isdigit()
+
+
 def select_relation(facts: list[Fact], relation: str) -> list[Fact]:
-    """The facts of one relation id; an id no fact has is refused, naming the ones there are."""
-    chosen = [f for f in facts if f.relation == relation]
+    """The facts of one relation id, or of every relation id with `KNOWN` ("known"); an id no
+    fact has is refused, naming the ones there are."""
+    chosen = [f for f in facts if (is_relation_id(f.relation) if relation == KNOWN else f.relation == relation)]
     if not chosen:
-        known = sorted({f.relation for f in facts if f.relation[:1] == "P" and f.relation[1:].isdigit()},
-                       key=lambda r: int(r[1:]))
+        known = sorted({f.relation for f in facts if is_relation_id(f.relation)}, key=lambda r: int(r[1:]))
         raise ValueError(f"no fact has relation {relation!r}; the facts' relation ids are {', '.join(known) or 'none'}.")
     return chosen
