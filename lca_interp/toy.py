@@ -244,6 +244,12 @@ class LCAToy(HookedTransformer):
             return None
         return logits[:, -1] if last_position_only else logits
 
+    def on_device(self, device: str | torch.device) -> "LCAToy":
+        """Move to `device` and keep `cfg.device` in step, quietly: TL's `to` prints a line on
+        every call, and training moves a toy for every checkpoint."""
+        self.cfg.device = str(device)
+        return nn.Module.to(self, device)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -133,7 +133,7 @@ class ToyStack:
 
     def model(self, i: int) -> LCAToy:
         """Toy i as an `LCAToy` (a copy of its current weights)."""
-        model = LCAToy(self.configs[i]).to(self.device)
+        model = LCAToy(self.configs[i]).on_device(self.device)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 param.copy_(self.params[name][i])

@@ -178,7 +178,7 @@ class _Progress:
 
 
 def _train_stack(runs: list[Run], progress: bool, device: torch.device) -> list[TrainResult]:
-    models = [LCAToy(run.toy).to(device) for run in runs]
+    models = [LCAToy(run.toy).on_device(device) for run in runs]
     stack = ToyStack(models, [r.config.lr for r in runs], [r.config.weight_decay for r in runs])
     states = [_Progress(run) for run in runs]
     for i, state in enumerate(states):

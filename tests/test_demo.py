@@ -23,7 +23,8 @@ def demo(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr("lca_interp.demo.DEMO_CAPITALS_LIMIT", 10)
         patch.setattr("lca_interp.demo.DEMO_RECALL", dict(limit=8, shots=2))
-        patch.setattr("lca_interp.demo.load_model", _offline_model)  # the models this process loaded
+        # the models this process loaded (the demo asks for the best device, the CPU here, in float32)
+        patch.setattr("lca_interp.demo.load_model", lambda name, device=None, dtype="float32": _offline_model(name))
         assert main(["demo", "--out", str(out), "--steps", "20"]) == 0
     return out, printed.getvalue()
 
