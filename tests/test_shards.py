@@ -67,21 +67,20 @@ def serial(gpt2_folder, tmp_path_factory) -> Path:
 
 @needs_counterfact
 def test_shards_hold_the_run_in_order_and_match_one_unsharded_pass(gpt2_folder, serial):
-    from lca_interp.evals.hijack import run_hijack
     from lca_interp.evals.hijack.shards import HijackScoring
     from lca_interp.facts import load_facts
     from lca_interp.pretrained import load_model
+    from lca_interp.scoring import efficacy_score
 
     shards = _shards(serial)
     assert list(shards) == ["000000-000003.safetensors", "000003-000006.safetensors", "000006-000009.safetensors",
                             "000009-000010.safetensors"]
     assert [s["log_prob"].shape for s in shards.values()] == [(3, 3, 2)] * 3 + [(3, 1, 2)]
     facts = load_facts(str(COUNTERFACT)).facts[:10]
-    whole = run_hijack(load_model(gpt2_folder), facts, "generic", max_prepends=2, progress=False)
-    assert whole.efficacy_score == _result(serial)["efficacy_score"]
+    whole = HijackScoring("generic", 2).scores(load_model(gpt2_folder), facts)  # one pass, no shards
+    assert efficacy_score(whole) == _result(serial)["efficacy_score"]
     merged = torch.cat([s["log_prob"] for s in shards.values()], dim=1)
-    reference = HijackScoring("generic", 2).scores(load_model(gpt2_folder), facts)
-    torch.testing.assert_close(merged, reference.log_prob, rtol=0, atol=1e-5)  # other batches: float rounding only
+    torch.testing.assert_close(merged, whole.log_prob, rtol=0, atol=1e-5)  # other batches: float rounding only
 
 
 @needs_counterfact

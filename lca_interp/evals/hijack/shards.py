@@ -170,7 +170,7 @@ class _ShardScorer:
     def __init__(self, model: str, device: str, dtype: str):
         from lca_interp.pretrained import load_model
 
-        self.model = load_model(model, device=device, dtype=getattr(torch, dtype))
+        self.model = load_model(model, device=device, dtype=dtype)
 
     def score(self, facts: list[Fact], scoring: HijackScoring) -> tuple[TargetScores, float]:
         return _timed(scoring, self.model, facts)
