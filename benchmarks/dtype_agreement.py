@@ -20,7 +20,6 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
 from lca_interp.facts import load_facts
@@ -28,14 +27,6 @@ from lca_interp.pretrained import load_model
 from lca_interp.scoring import efficacy_score, flips
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
-
-
-def shard_seconds(folder: Path) -> float:
-    total = 0.0
-    for path in folder.glob("*.safetensors"):
-        with safe_open(path, framework="pt") as handle:
-            total += float(handle.metadata()["seconds"])
-    return total
 
 
 def main() -> None:
@@ -52,9 +43,8 @@ def main() -> None:
     for dtype in ("float32", "bfloat16"):
         folder = args.out / args.model.split("/")[-1] / dtype
         model = load_model(args.model, device="cpu", dtype=dtype)
-        scores[dtype] = ShardPlan(folder).scores(model, facts, scoring)
-        pairs = scores[dtype].log_prob.numel()
-        speed[dtype] = pairs / shard_seconds(folder / "plain")
+        scores[dtype], seconds = ShardPlan(folder).scores(model, facts, scoring)
+        speed[dtype] = scores[dtype].log_prob.numel() / seconds
         del model
     print(f"{args.model}, {len(facts)} CounterFact records, generic scheme, k = 0..{args.max_prepends}, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")

@@ -46,9 +46,9 @@ def _shards(out: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _result(out: Path) -> dict:
-    """hijack.json without what differs between two runs of the same numbers (time, command)."""
+    """hijack.json without what differs between two runs of the same numbers (times, command)."""
     data = json.loads((out / "hijack.json").read_text())
-    return {key: value for key, value in data.items() if key not in ("provenance", "seconds")}
+    return {key: value for key, value in data.items() if key not in ("provenance", "seconds", "shard_seconds")}
 
 
 def _assert_same_shards(a: dict, b: dict) -> None:
@@ -100,6 +100,13 @@ def test_a_run_killed_after_two_shards_resumes_to_the_uninterrupted_result(gpt2_
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in before.items())  # read back, not scored again
     _assert_same_shards(_shards(out), _shards(serial))
     assert _result(out) == _result(serial)
+    # The seconds of the whole run: the killed run's two shards and the resumed run's two.
+    seconds = []
+    for path in sorted((out / "shards" / "plain").iterdir()):
+        with safe_open(path, framework="pt") as handle:
+            seconds.append(float(handle.metadata()["seconds"]))
+    assert len(seconds) == 4 and min(seconds) > 0
+    assert json.loads((out / "hijack.json").read_text())["shard_seconds"] == pytest.approx(sum(seconds))
 
 
 @needs_counterfact

@@ -55,7 +55,8 @@ class HijackResult:
     skipped_records: int = 0  # records not evaluated: malformed, or without a donor (relation scheme)
     model_source: dict = field(default_factory=dict)  # pretrained.describe: weights, quantization, BOS
     relation: Optional[str] = None  # the one relation id the facts were restricted to, if any
-    seconds: float = 0.0
+    seconds: float = 0.0  # this run's wall time
+    shard_seconds: Optional[float] = None  # a sharded run's: the seconds its shards took, summed over workers and resumed runs
 
     def to_dict(self) -> dict:
         return {"kind": KIND, **asdict(self)}
@@ -109,8 +110,13 @@ def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepen
     if not facts:
         raise ValueError(f"no fact can be hijacked by the {scheme} scheme (none has a donor of its relation).")
     scoring = HijackScoring(scheme, max_prepends, batch_size, donors, mitigation, intercept)
-    scores = scoring.scores(model, facts, progress) if shards is None else shards.scores(model, facts, scoring, progress)
+    shard_seconds = None
+    if shards is None:
+        scores = scoring.scores(model, facts, progress)
+    else:
+        scores, shard_seconds = shards.scores(model, facts, scoring, progress)
     result = hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
+    result.shard_seconds = shard_seconds
     result.skipped_records, result.model_source, result.seconds = unusable, describe(model), time.perf_counter() - began
     return result
 

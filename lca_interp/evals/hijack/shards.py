@@ -100,9 +100,10 @@ class ShardPlan:
     def spans(self, n_facts: int) -> list[tuple[int, int]]:
         return [(start, min(start + self.shard_size, n_facts)) for start in range(0, n_facts, self.shard_size)]
 
-    def scores(self, model, facts: Sequence[Fact], scoring: HijackScoring, progress: bool = True) -> TargetScores:
+    def scores(self, model, facts: Sequence[Fact], scoring: HijackScoring, progress: bool = True) -> tuple[TargetScores, float]:
         """The scores `scoring.scores(model, facts)` gives, shard by shard, resuming from (and
-        adding to) the shards already in the folder."""
+        adding to) the shards already in the folder; and the seconds all shards took, summed (on
+        every worker, and in every earlier run that a resumed run continues)."""
         variant = self.folder / (scoring.mitigation or "plain")
         settings = {**scoring.settings(), "shard_size": self.shard_size, "n_facts": len(facts),
                     "facts": _digest([asdict(fact) for fact in facts]), "model": _model_settings(model)}
@@ -118,11 +119,12 @@ class ShardPlan:
                         "seconds": repr(seconds)}
             artifacts.save_tensors(_shard_path(variant, start, end), {"log_prob": shard.log_prob, "n_tokens": shard.n_tokens},
                                    metadata)
-            done[(start, end)] = shard
+            done[(start, end)] = shard, seconds
             bar.update(end - start)
         bar.close()
-        return TargetScores(torch.cat([done[span].log_prob for span in spans], dim=1),
-                            torch.cat([done[span].n_tokens for span in spans], dim=1))
+        return (TargetScores(torch.cat([done[span][0].log_prob for span in spans], dim=1),
+                             torch.cat([done[span][0].n_tokens for span in spans], dim=1)),
+                sum(done[span][1] for span in spans))
 
 
 def _timed(scoring: HijackScoring, model, facts: Sequence[Fact]) -> tuple[TargetScores, float]:
@@ -145,14 +147,16 @@ def _shard_path(folder: Path, start: int, end: int) -> Path:
     return folder / f"{start:06d}-{end:06d}.safetensors"
 
 
-def _finished_shards(folder: Path, settings: dict) -> dict[tuple[int, int], TargetScores]:
-    """The shards in `folder`, each checked against `settings`; another run's shard is refused."""
+def _finished_shards(folder: Path, settings: dict) -> dict[tuple[int, int], tuple[TargetScores, float]]:
+    """The shards in `folder` with their seconds, each checked against `settings`; another run's
+    shard is refused."""
     done = {}
     for path in sorted(folder.glob("*.safetensors")):
         try:
             start, end = (int(part) for part in path.stem.split("-"))
             with safe_open(path, framework="pt") as handle:
-                written = json.loads((handle.metadata() or {}).get("settings", "null"))
+                metadata = handle.metadata() or {}
+            written, seconds = json.loads(metadata.get("settings", "null")), float(metadata.get("seconds", "nan"))
             tensors = load_file(path)
         except (ValueError, SafetensorError, OSError) as error:
             raise ValueError(f"{path} is not a readable shard ({error}); delete it to score it again.") from None
@@ -160,7 +164,7 @@ def _finished_shards(folder: Path, settings: dict) -> dict[tuple[int, int], Targ
             differ = sorted(key for key in settings if (written or {}).get(key) != settings[key])
             raise ValueError(f"{path} was written by a run with other settings ({', '.join(differ)}); rerun with the "
                              "same settings or use another --out.")
-        done[(start, end)] = TargetScores(tensors["log_prob"], tensors["n_tokens"])
+        done[(start, end)] = TargetScores(tensors["log_prob"], tensors["n_tokens"]), seconds
     return done
 
 
