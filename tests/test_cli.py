@@ -104,6 +104,7 @@ def test_compare_puts_two_models_side_by_side_from_their_json(gpt2_folder, tmp_p
     page = (out / "compare.html").read_text()
     assert str(tmp_path / "model-a") in page and str(tmp_path / "model-b") in page
     assert page.count("data:image/png;base64") == 1  # the ES panels; no recall or anatomy here
+    assert (out / "es_by_scheme.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the same panels, for a README
     findings = (out / "findings.md").read_text().splitlines()
     assert findings[0] == f"| finding | {tmp_path / 'model-a'} | {tmp_path / 'model-b'} |" and len(findings) == 2 + 2
     for name, column in (("a", 1), ("b", 2)):

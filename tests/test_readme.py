@@ -61,15 +61,18 @@ def test_readme_claims_table_is_the_one_generated_from_results():
     assert table.group(1).strip() == markdown_table(data).strip()
 
 
-def test_readme_two_model_table_is_the_one_generated_from_results():
-    """README's "what holds on two models" is `report.compare.markdown_findings` of the committed
-    results/cross_model JSONs, the table `lca-interp compare` also writes to findings.md."""
+@pytest.mark.parametrize("marker, folder", [("two-model table", "cross_model"), ("counterfact_full table", "counterfact_full")])
+def test_readme_model_tables_are_the_ones_generated_from_results(marker, folder):
+    """README's "what holds on two models" and "all of CounterFact" are
+    `report.compare.markdown_findings` of the committed JSONs under results/FOLDER (one folder per
+    model), the table `lca-interp compare` also writes to FOLDER/findings.md."""
     from lca_interp.report.compare import load_results, markdown_findings
 
-    folders = [ROOT / "results" / "cross_model" / name for name in ("gemma-3-270m", "SmolLM2-135M-Instruct")]
-    generated = markdown_findings(load_results(folders)).strip()
+    models = [path for path in sorted((ROOT / "results" / folder).iterdir(), key=lambda p: p.name != "gemma-3-270m")
+              if path.is_dir() and any(path.rglob("hijack.json"))]
+    generated = markdown_findings(load_results(models)).strip()
     text = (ROOT / "README.md").read_text()
-    table = re.search(r"<!-- two-model table.*?-->\n(.*?)\n<!-- end two-model table -->", text, flags=re.S)
-    assert table is not None, "README has no two-model table between its markers"
+    table = re.search(rf"<!-- {marker}.*?-->\n(.*?)\n<!-- end {marker} -->", text, flags=re.S)
+    assert table is not None, f"README has no {marker} between its markers"
     assert table.group(1).strip() == generated
-    assert (ROOT / "results" / "cross_model" / "findings.md").read_text().strip() == generated
+    assert (ROOT / "results" / folder / "findings.md").read_text().strip() == generated

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lca_interp import artifacts
-from lca_interp.report.figures import figure_html, pyplot
+from lca_interp.report.figures import figure_html, png_html, pyplot, save_figure
 from lca_interp.report.page import table_html, write_page
 
 
@@ -165,15 +165,16 @@ def compare_page(folders: list[Path], out: Path) -> Path:
                               "with the mitigation": m["efficacy_score"][-1]})
     parts = [f"<p>Models: {', '.join(html.escape(m) for m in results)}. Drawn from the result JSONs under "
              f"{', '.join(html.escape(str(f)) for f in folders)}.</p>",
-             "<h2>What holds on each model</h2>", table_html(findings(results)),
-             figure_html(es_figure(results), "ES by scheme and model")]
-    if heads:
-        parts += ["<h2>The heads each model's anatomy found (chosen on one split, measured on the other)</h2>", table_html(heads)]
-    if any(kinds.get("recall") for kinds in results.values()):
-        parts += ["<h2>Paper B's mitigations</h2>", figure_html(mitigation_figure(results), "mitigations on recall")]
-    if fixes:
-        parts += ["<h2>Paper B's mitigations against paper A's hijack</h2>", table_html(fixes)]
-    path = out / "compare.html"
-    write_page(path, "Models side by side", parts)
-    artifacts.write_text(out / "findings.md", markdown_findings(results) + "\n")
+             "<h2>What holds on each model</h2>", table_html(findings(results))]
+    with artifacts.transaction():  # the page, its ES figure (also for the README) and findings.md appear together, or none does
+        parts.append(png_html(save_figure(out / "es_by_scheme.png", es_figure(results)), "ES by scheme and model"))
+        if heads:
+            parts += ["<h2>The heads each model's anatomy found (chosen on one split, measured on the other)</h2>", table_html(heads)]
+        if any(kinds.get("recall") for kinds in results.values()):
+            parts += ["<h2>Paper B's mitigations</h2>", figure_html(mitigation_figure(results), "mitigations on recall")]
+        if fixes:
+            parts += ["<h2>Paper B's mitigations against paper A's hijack</h2>", table_html(fixes)]
+        path = out / "compare.html"
+        write_page(path, "Models side by side", parts)
+        artifacts.write_text(out / "findings.md", markdown_findings(results) + "\n")
     return path

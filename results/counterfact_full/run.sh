@@ -3,7 +3,8 @@
 # the generic scheme on every record, the relation scheme on every record whose template has a
 # Wikidata relation id (--relation known). Every run is sharded under its folder: rerun this
 # script after a stop and it continues where it stopped (finished results are kept as they are).
-# Run from the repository root: bash results/counterfact_full/run.sh [model ...]
+# Last, `lca-interp compare` draws every finished result into compare.html, es_by_scheme.png and
+# findings.md (the README's table). Run from the repository root: bash results/counterfact_full/run.sh [model ...]
 #   WORKERS (default 2): Ray workers per run; DTYPE (default float32): see BENCHMARKS.md,
 #   "bfloat16 against float32", for where bfloat16's ES decisions agree with float32's.
 set -euo pipefail
@@ -23,3 +24,8 @@ for model in "${models[@]}"; do
       --workers "$WORKERS" --dtype "$DTYPE" --device cpu --out "$folder"
   done
 done
+finished=()
+for slug in gemma-3-270m SmolLM2-135M-Instruct; do  # the README's column order
+  compgen -G "$OUT/$slug/*/hijack.json" >/dev/null && finished+=("$OUT/$slug")
+done
+[ ${#finished[@]} -gt 0 ] && .venv/bin/lca-interp compare "${finished[@]}" --out "$OUT"
