@@ -9,22 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from lca_interp import scoring
+from lca_interp import scoring, shared_prefixes
 from lca_interp.facts import Fact, load_counterfact
 from lca_interp.pretrained import load_model
 from lca_interp.prompts import hijack_sentence, hijacked_prompt
 from lca_interp.scoring import (
-    Stems,
-    covering_rows,
     encode_prompt,
     encode_target,
-    even_chunks,
     hijack_requests,
     hijack_scores,
     next_token_log_probs,
     score_targets,
     target_log_probs,
 )
+from lca_interp.shared_prefixes import Stems, covering_rows, even_chunks
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
@@ -121,7 +119,7 @@ def test_facts_whose_hijack_context_is_the_same_share_one_group():
 def test_stems_shared_across_facts_and_batches_score_as_if_run_whole(gpt2, monkeypatch, batch_size, stems_per_block):
     """Facts sharing a hijack context read their rows off another fact's stem; stems span several
     batches (and, with one stem per block, several blocks): every score equals the slow loop."""
-    monkeypatch.setattr(scoring, "STEMS_PER_BLOCK", stems_per_block)
+    monkeypatch.setattr(shared_prefixes, "STEMS_PER_BLOCK", stems_per_block)
     willis = Fact.from_template("{} is located in the city of", "The Willis Tower", "Chicago", "Paris")
     facts = [EIFFEL, willis, Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "Chicago"),
              Fact.from_template("{}, the", "Toko Yasuda", "guitar player and singer", "Paris")]

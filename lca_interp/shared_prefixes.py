@@ -1,0 +1,170 @@
+"""Forward passes that share work: right-padded batches, rows read off longer rows, stems.
+
+`score_targets` (`lca_interp.scoring`) runs every request's `prompt + target[:-1]` through the
+blocks. Attention is causal, so a row that is a prefix of another is read off the longer one
+(`covering_rows`), and rows that start alike run from a stem's cached keys and values
+(`Stems`, `stem_residuals`): the stem runs whole, every other row only the tokens after its
+longest common prefix with it, attending to the cache through a mask that hides the slots past
+that prefix. Batches pad on the right; chunks are cut to balanced sizes (`even_chunks`) so no
+forward runs a handful of rows. Everything here returns the final residual stream
+(`stop_at_layer=n_layers`); unembedding is the caller's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+def final_residuals(
+    model, sequences: Sequence[Sequence[int]], batch_size: int, progress: bool = False, desc: str = "score"
+) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"]]]:
+    """(indices, final residual stream) for right-padded batches of token sequences, longest
+    first so each batch pads little and the first shows the peak memory. The blocks run with
+    `stop_at_layer`: no logits are formed here."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        batch = order[start : start + batch_size]
+        tokens, _ = _padded([sequences[i] for i in batch], _pad_id(model), model.cfg.device)
+        yield batch, model(tokens, stop_at_layer=model.cfg.n_layers)
+
+
+def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The sequences that must run, and for each input the index of the run that contains it as a
+    prefix. In lexicographic order everything that starts with `s` directly follows `s`, so `s`
+    is covered iff its successor starts with it, and then by whatever covers the successor."""
+    unique = sorted(set(sequences))
+    runs: list[tuple[int, ...]] = []
+    run_of: dict[tuple[int, ...], int] = {}
+    for i in reversed(range(len(unique))):
+        sequence = unique[i]
+        after = unique[i + 1] if i + 1 < len(unique) else None
+        if after is not None and after[: len(sequence)] == sequence:
+            run_of[sequence] = run_of[after]
+        else:
+            run_of[sequence] = len(runs)
+            runs.append(sequence)
+    return runs, [run_of[s] for s in sequences]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Stems:
+    """Which runs start each group (`stems`) and, for every other run, its stem and the length of
+    the prefix it shares with it (`shared`, ≥ 1). A run with no shared prefix is a stem itself."""
+
+    stems: list[int]
+    stem_of: dict[int, int]
+    shared: dict[int, int]
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[int, ...]], group_of_run: Sequence[object]) -> "Stems":
+        groups: dict[object, list[int]] = {}
+        for run, group in enumerate(group_of_run):
+            groups.setdefault(group, []).append(run)
+        stems, stem_of, shared = [], {}, {}
+        for members in groups.values():
+            stem = max(members, key=lambda r: len(runs[r]))
+            stems.append(stem)
+            for run in members:
+                if run != stem:
+                    n = common_prefix(runs[run], runs[stem])
+                    if n == 0:
+                        stems.append(run)
+                    else:
+                        stem_of[run], shared[run] = stem, n
+        return cls(stems, stem_of, shared)
+
+
+def hooks_attached(model) -> bool:
+    return any(point.fwd_hooks for point in model.hook_dict.values())
+
+
+def _padded(sequences: Sequence[Sequence[int]], pad: int, device) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Right-padded tokens and their attention mask (1 on real tokens)."""
+    tokens = torch.full((len(sequences), max(map(len, sequences))), pad, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def _pad_id(model) -> int:
+    return model.tokenizer.pad_token_id if getattr(model.tokenizer, "pad_token_id", None) is not None else 0
+
+
+def even_chunks(items: Sequence, cap: int) -> list[Sequence]:
+    """`items` in the fewest consecutive chunks of at most `cap`, sizes differing by at most one: no small
+    last chunk, whose forward would cost almost as much as a full one (reading every weight)."""
+    count = math.ceil(len(items) / cap)
+    if count == 0:
+        return []
+    size, longer = divmod(len(items), count)  # the first `longer` chunks hold one more
+    starts = [i * size + min(i, longer) for i in range(count + 1)]
+    return [items[a:b] for a, b in zip(starts, starts[1:])]
+
+
+STEMS_PER_BLOCK = 16  # × batch_size: stems whose keys and values are kept at once
+
+
+def stem_residuals(
+    model, runs: Sequence[tuple[int, ...]], stems: Stems, batch_size: int, progress: bool = False, desc: str = "score"
+) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"], list[int]]]:
+    """(runs, final residual stream, offset of each row's first token in its run): a block of stems
+    runs whole, batch by batch, keeping their keys and values; then every run that shares a prefix
+    with one of those stems runs from the end of that prefix, with that stem's cache masked to the
+    prefix. Blocks span many batches so followers of different stems fill their forwards alike."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    pad, device = _pad_id(model), model.cfg.device
+    followers: dict[int, list[int]] = {}
+    for run, stem in stems.stem_of.items():
+        followers.setdefault(stem, []).append(run)
+    order = sorted(stems.stems, key=lambda r: -len(runs[r]))
+    bar = tqdm(total=len(runs), desc=desc, disable=not progress)
+    for block in even_chunks(order, STEMS_PER_BLOCK * batch_size):
+        width = len(runs[block[0]])  # the block's longest stem
+        keys, values = [], []  # per stem batch, per layer: [batch, width, kv_heads, d_head]
+        for batch in even_chunks(block, batch_size):
+            tokens, mask = _padded([runs[r] for r in batch], pad, device)
+            cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(batch))
+            yield batch, model(tokens, stop_at_layer=model.cfg.n_layers, attention_mask=mask, past_kv_cache=cache), [0] * len(batch)
+            bar.update(len(batch))
+            widen = (0, 0, 0, 0, 0, width - tokens.shape[1])
+            keys.append([torch.nn.functional.pad(e.past_keys, widen) for e in cache.entries])
+            values.append([torch.nn.functional.pad(e.past_values, widen) for e in cache.entries])
+        keys = [torch.cat(layer) for layer in zip(*keys)]
+        values = [torch.cat(layer) for layer in zip(*values)]
+        row_of_stem = {stem: row for row, stem in enumerate(block)}
+        rest = sorted((r for stem in block for r in followers.get(stem, [])), key=lambda r: -(len(runs[r]) - stems.shared[r]))
+        # Suffixes are short, so more of them fit in one forward at the same cost.
+        for chunk in even_chunks(rest, 4 * batch_size):
+            rows = torch.tensor([row_of_stem[stems.stem_of[r]] for r in chunk], device=device)
+            seen = max(stems.shared[r] for r in chunk)  # cached slots past every shared prefix are never read
+            visible = torch.zeros(len(chunk), seen, dtype=torch.long, device=device)
+            for i, r in enumerate(chunk):
+                visible[i, : stems.shared[r]] = 1
+            entries = [TransformerLensKeyValueCacheEntry(k[rows, :seen], v[rows, :seen], frozen=True) for k, v in zip(keys, values)]
+            prefix_cache = TransformerLensKeyValueCache(entries, visible, frozen=True)
+            suffix_tokens, suffix_mask = _padded([runs[r][stems.shared[r]:] for r in chunk], pad, device)
+            residual = model(suffix_tokens, stop_at_layer=model.cfg.n_layers, attention_mask=suffix_mask, past_kv_cache=prefix_cache)
+            yield list(chunk), residual, [stems.shared[r] for r in chunk]
+            bar.update(len(chunk))
+        del keys, values
+    bar.close()
