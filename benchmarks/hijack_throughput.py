@@ -154,8 +154,8 @@ def main() -> None:
     # Warm-up on one batch each, then time the whole set, the implementations taking turns.
     target_log_probs(model, prompts[:size], targets[:size], size)
     plain_transformers(hf_model, tokenizer, prompts[:size], targets[:size], size)
-    runs = {name: [timed(fn) for _ in range(1)] for name, fn in implementations.items()}
-    for _ in range(args.repeats - 1):
+    runs = {name: [] for name in implementations}
+    for _ in range(args.repeats):
         for name, fn in implementations.items():
             runs[name].append(timed(fn))
     if not args.skip_naive:
