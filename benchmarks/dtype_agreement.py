@@ -10,8 +10,14 @@ speed they ran). Agreement is over every (record, k): whether P(o_) > P(o*) come
 both dtypes, by both readings (summed and per-token log-probabilities); ES(k) is printed for both.
 Issue 12 allows bfloat16 for the full-CounterFact runs where agreement is ≥ 99.5%.
 
+`--float32-from SHARDS` reads the float32 side from a finished run's shards instead of scoring it:
+the shards of `results/counterfact_full/<model>/generic-float32/shards`, whose settings (model,
+dtype, every fact, scheme, k, batch size) are checked as a resumed run checks them. Its float32
+speed is then the speed those shards ran at.
+
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dtype_agreement.py \\
-        --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype]
+        --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype] \\
+        [--float32-from results/counterfact_full/gemma-3-270m/generic-float32/shards]
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import torch
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
 from lca_interp.facts import load_facts
+from lca_interp.facts.relations import with_relation_ids
 from lca_interp.pretrained import load_model
-from lca_interp.scoring import efficacy_score, flips
+from lca_interp.scoring import TargetScores, efficacy_score, flips
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
@@ -36,14 +43,19 @@ def main() -> None:
     parser.add_argument("--max-prepends", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("out/bench-dtype"))
+    parser.add_argument("--float32-from", type=Path, help="a full run's shards folder to read float32 from")
     args = parser.parse_args()
-    facts = load_facts(str(COUNTERFACT)).facts[: args.limit]
+    every_fact = with_relation_ids(load_facts(str(COUNTERFACT)).facts)  # as `lca-interp hijack` reads them
+    facts = every_fact[: args.limit]
     scoring = HijackScoring("generic", args.max_prepends, args.batch_size)
     scores, speed = {}, {}
     for dtype in ("float32", "bfloat16"):
         folder = args.out / args.model.split("/")[-1] / dtype
         model = load_model(args.model, device="cpu", dtype=dtype)
-        scores[dtype], seconds = ShardPlan(folder).scores(model, facts, scoring)
+        if dtype == "float32" and args.float32_from:
+            scores[dtype], seconds = _stored(ShardPlan(args.float32_from), model, every_fact, scoring, args.limit)
+        else:
+            scores[dtype], seconds = ShardPlan(folder).scores(model, facts, scoring)
         speed[dtype] = scores[dtype].log_prob.numel() / seconds
         del model
     print(f"{args.model}, {len(facts)} CounterFact records, generic scheme, k = 0..{args.max_prepends}, "
@@ -59,6 +71,18 @@ def main() -> None:
               f"(by k: {', '.join(f'{v:.4f}' for v in same.double().mean(1).tolist())})")
     gap = (scores["bfloat16"].log_prob - scores["float32"].log_prob).abs()
     print(f"  |log P(bf16) − log P(fp32)|: median {gap.median().item():.4f}, max {gap.max().item():.3f}")
+
+
+def _stored(plan: ShardPlan, model, every_fact, scoring: HijackScoring, limit: int) -> tuple[TargetScores, float]:
+    """The first `limit` facts' scores from a finished run over `every_fact`, and their seconds."""
+    done = plan.finished(model, every_fact, scoring)
+    spans = sorted(span for span in done if span[0] < limit)
+    if [start for start, _ in spans] != list(range(0, limit, plan.shard_size)) or spans[-1][1] != limit:
+        raise SystemExit(f"{plan.folder} does not hold shards covering exactly facts 0..{limit}: pick a --limit "
+                         f"that is a multiple of its shard size ({plan.shard_size}) and already scored.")
+    return (TargetScores(torch.cat([done[span][0].log_prob for span in spans], dim=1),
+                         torch.cat([done[span][0].n_tokens for span in spans], dim=1)),
+            sum(done[span][1] for span in spans))
 
 
 if __name__ == "__main__":

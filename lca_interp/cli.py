@@ -182,15 +182,14 @@ def _run_hijack(args: argparse.Namespace) -> None:
     from lca_interp.evals.recall import final_intercept
     from lca_interp.evals.hijack.shards import ShardPlan
     from lca_interp.facts import load_facts
-    from lca_interp.facts.relations import LOCAL_KNOWN_1000_HINT, load_relation_map, select_relation
+    from lca_interp.facts.relations import select_relation, with_relation_ids
     from lca_interp.pretrained import load_model
     from lca_interp.prompts import Donors
 
     loaded = load_facts(args.dataset, seed=args.seed)
     facts = loaded.facts
-    known_1000 = args.known_1000 or Path(LOCAL_KNOWN_1000_HINT)
-    if args.known_1000 or args.relation or args.scheme == "relation" or known_1000.exists():
-        facts = load_relation_map(known_1000).apply(facts)  # relation ids: per-relation ES, --relation, donors
+    # relation ids: per-relation ES, --relation, donors
+    facts = with_relation_ids(facts, args.known_1000, required=bool(args.relation) or args.scheme == "relation")
     donors = Donors.of(facts) if args.scheme == "relation" else None  # donors come from every fact
     if args.relation:
         facts = select_relation(facts, args.relation)

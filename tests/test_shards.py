@@ -84,6 +84,25 @@ def test_shards_hold_the_run_in_order_and_match_one_unsharded_pass(gpt2_folder, 
 
 
 @needs_counterfact
+def test_a_runs_finished_shards_are_read_without_scoring_and_refused_for_other_facts(gpt2_folder, serial):
+    from lca_interp.evals.hijack.shards import HijackScoring, ShardPlan
+    from lca_interp.facts import load_facts
+    from lca_interp.facts.relations import with_relation_ids
+    from lca_interp.pretrained import load_model
+
+    facts = with_relation_ids(load_facts(str(COUNTERFACT)).facts)[:10]  # as the CLI reads them
+    model, scoring = load_model(gpt2_folder), HijackScoring("generic", 2)
+    plan = ShardPlan(serial / "shards", shard_size=3)
+    done = plan.finished(model, facts, scoring)
+    assert sorted(done) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    written = _shards(serial)
+    for (start, end), (scores, seconds) in done.items():
+        assert torch.equal(scores.log_prob, written[f"{start:06d}-{end:06d}.safetensors"]["log_prob"]) and seconds > 0
+    with pytest.raises(ValueError, match=r"other settings \(facts, n_facts\)"):
+        plan.finished(model, facts[:9], scoring)
+
+
+@needs_counterfact
 def test_a_run_killed_after_two_shards_resumes_to_the_uninterrupted_result(gpt2_folder, serial, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KILL_AFTER_SHARDS": "2"}

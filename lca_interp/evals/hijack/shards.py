@@ -100,13 +100,21 @@ class ShardPlan:
     def spans(self, n_facts: int) -> list[tuple[int, int]]:
         return [(start, min(start + self.shard_size, n_facts)) for start in range(0, n_facts, self.shard_size)]
 
+    def settings(self, model, facts: Sequence[Fact], scoring: HijackScoring) -> dict:
+        """What every shard of this run is written with, and checked against when read."""
+        return {**scoring.settings(), "shard_size": self.shard_size, "n_facts": len(facts),
+                "facts": _digest([asdict(fact) for fact in facts]), "model": _model_settings(model)}
+
+    def finished(self, model, facts: Sequence[Fact], scoring: HijackScoring) -> dict[tuple[int, int], tuple[TargetScores, float]]:
+        """The shards this run has finished so far, by (first, end) fact, with their seconds; scores
+        nothing. Shards of other settings are refused, as `scores` refuses them."""
+        return _finished_shards(self.folder / (scoring.mitigation or "plain"), self.settings(model, facts, scoring))
+
     def scores(self, model, facts: Sequence[Fact], scoring: HijackScoring, progress: bool = True) -> tuple[TargetScores, float]:
         """The scores `scoring.scores(model, facts)` gives, shard by shard, resuming from (and
         adding to) the shards already in the folder; and the seconds all shards took, summed (on
         every worker, and in every earlier run that a resumed run continues)."""
-        variant = self.folder / (scoring.mitigation or "plain")
-        settings = {**scoring.settings(), "shard_size": self.shard_size, "n_facts": len(facts),
-                    "facts": _digest([asdict(fact) for fact in facts]), "model": _model_settings(model)}
+        variant, settings = self.folder / (scoring.mitigation or "plain"), self.settings(model, facts, scoring)
         spans = self.spans(len(facts))
         done = _finished_shards(variant, settings)
         todo = [span for span in spans if span not in done]
