@@ -66,8 +66,8 @@ def load_relation_map(path: Union[str, os.PathLike] = LOCAL_KNOWN_1000_HINT) -> 
 def with_relation_ids(facts: list[Fact], known_1000: Union[str, os.PathLike, None] = None,
                       required: bool = False) -> list[Fact]:
     """`facts` with their Wikidata relation ids from known_1000's templates: from `known_1000`, else
-    from the local copy (../shared/data/known_1000.json) when it is there; a missing file raises only when given or `required`
-    (the relation scheme needs ids; ES needs none)."""
+    from the local copy (`LOCAL_KNOWN_1000_HINT`) when it is there. A missing file raises only when
+    named or `required` (the relation scheme needs the ids; ES needs none)."""
     path = Path(known_1000 or LOCAL_KNOWN_1000_HINT)
     if known_1000 is not None or required or path.exists():
         return load_relation_map(path).apply(facts)

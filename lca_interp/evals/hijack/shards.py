@@ -100,6 +100,10 @@ class ShardPlan:
     def spans(self, n_facts: int) -> list[tuple[int, int]]:
         return [(start, min(start + self.shard_size, n_facts)) for start in range(0, n_facts, self.shard_size)]
 
+    def variant_folder(self, scoring: HijackScoring) -> Path:
+        """Where the shards of `scoring`'s variant (the model as it is, or a mitigation) go."""
+        return self.folder / (scoring.mitigation or "plain")
+
     def settings(self, model, facts: Sequence[Fact], scoring: HijackScoring) -> dict:
         """What every shard of this run is written with, and checked against when read."""
         return {**scoring.settings(), "shard_size": self.shard_size, "n_facts": len(facts),
@@ -108,13 +112,13 @@ class ShardPlan:
     def finished(self, model, facts: Sequence[Fact], scoring: HijackScoring) -> dict[tuple[int, int], tuple[TargetScores, float]]:
         """The shards this run has finished so far, by (first, end) fact, with their seconds; scores
         nothing. Shards of other settings are refused, as `scores` refuses them."""
-        return _finished_shards(self.folder / (scoring.mitigation or "plain"), self.settings(model, facts, scoring))
+        return _finished_shards(self.variant_folder(scoring), self.settings(model, facts, scoring))
 
     def scores(self, model, facts: Sequence[Fact], scoring: HijackScoring, progress: bool = True) -> tuple[TargetScores, float]:
         """The scores `scoring.scores(model, facts)` gives, shard by shard, resuming from (and
         adding to) the shards already in the folder; and the seconds all shards took, summed (on
         every worker, and in every earlier run that a resumed run continues)."""
-        variant, settings = self.folder / (scoring.mitigation or "plain"), self.settings(model, facts, scoring)
+        variant, settings = self.variant_folder(scoring), self.settings(model, facts, scoring)
         spans = self.spans(len(facts))
         done = _finished_shards(variant, settings)
         todo = [span for span in spans if span not in done]
