@@ -17,8 +17,9 @@ three quarters of its weights, a first conversion peaked at 5.3× the weights (B
   TL's `fold_layer_norm`, `center_writing_weights` and `center_unembed` apply to them.
 
 Every step reads and writes its own tensors, so doing them block by block changes nothing: the
-result equals TL's tensor for tensor (tests/test_processing.py, on random-weight GPT-2, Llama
-with grouped-query attention and Gemma-3 models). A state dict that lacks a
+result equals TL's to float round-off (tests/test_processing.py, on random-weight GPT-2, Llama
+with grouped-query attention and Gemma-3 models; Gemma-3-270m's cache comes out bit-equal,
+BENCHMARKS.md). A state dict that lacks a
 parameter other than a bias (which TL fills with zeros, as here) goes through TL's own path, with
 the same choice of steps.
 """
