@@ -10,6 +10,15 @@ speed they ran). Agreement is over every (record, k): whether P(o_) > P(o*) come
 both dtypes, by both readings (summed and per-token log-probabilities); ES(k) is printed for both.
 Issue 12 allows bfloat16 for the full-CounterFact runs where agreement is ≥ 99.5%.
 
+`--bfloat16-matmul` says how bfloat16's matrix products are computed (the rest of the model runs in
+bfloat16 either way): `native` is PyTorch's own kernel; `emulated` computes each product from its
+bfloat16 inputs in float32 and rounds it to bfloat16 once. That is the arithmetic of a GPU's tensor
+cores and of a CPU with BF16 instructions: the product of two bfloat16 numbers is exact in float32
+and the sums accumulate in float32, so only the order of the sums differs, as it does between any
+two kernels. On a CPU without BF16 instructions PyTorch's native bfloat16 products are 5–8× slower
+than float32 ones, while `emulated` runs at float32's speed. Give both to compare them with each
+other as well as with float32 (use a small --limit: native is the slow one).
+
 `--float32-from SHARDS` reads the float32 side from a finished run's shards instead of scoring it:
 the shards of `results/counterfact_full/<model>/generic-float32/shards`, whose settings (model,
 dtype, every fact, scheme, k, batch size) are checked as a resumed run checks them. Its float32
@@ -17,15 +26,19 @@ speed is then the speed those shards ran at.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dtype_agreement.py \\
         --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype] \\
-        [--float32-from results/counterfact_full/gemma-3-270m/generic-float32/shards]
+        [--float32-from results/counterfact_full/gemma-3-270m/generic-float32/shards] \\
+        [--bfloat16-matmul native emulated]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from itertools import combinations
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
 from lca_interp.facts import load_facts
@@ -44,34 +57,59 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("out/bench-dtype"))
     parser.add_argument("--float32-from", type=Path, help="a full run's shards folder to read float32 from")
+    parser.add_argument("--bfloat16-matmul", nargs="+", choices=("native", "emulated"), default=["native"],
+                        help="how bfloat16's matrix products are computed (see above)")
     args = parser.parse_args()
     every_fact = with_relation_ids(load_facts(str(COUNTERFACT)).facts)  # as `lca-interp hijack` reads them
     facts = every_fact[: args.limit]
     scoring = HijackScoring("generic", args.max_prepends, args.batch_size)
     scores, speed = {}, {}
-    for dtype in ("float32", "bfloat16"):
-        folder = args.out / args.model.split("/")[-1] / dtype
+    for variant in ["float32", *(VARIANTS[matmul] for matmul in dict.fromkeys(args.bfloat16_matmul))]:
+        dtype = variant.split("-")[0]
+        folder = args.out / args.model.split("/")[-1] / variant
         model = load_model(args.model, device="cpu", dtype=dtype)
         if dtype == "float32" and args.float32_from:
-            scores[dtype], seconds = _stored(ShardPlan(args.float32_from), model, every_fact, scoring, args.limit)
+            scores[variant], seconds = _stored(ShardPlan(args.float32_from), model, every_fact, scoring, args.limit)
         else:
-            scores[dtype], seconds = ShardPlan(folder).scores(model, facts, scoring)
-        speed[dtype] = scores[dtype].log_prob.numel() / seconds
+            with Bfloat16ProductsInFloat32() if variant.endswith("emulated") else contextlib.nullcontext():
+                scores[variant], seconds = ShardPlan(folder).scores(model, facts, scoring)
+        speed[variant] = scores[variant].log_prob.numel() / seconds
         del model
     print(f"{args.model}, {len(facts)} CounterFact records, generic scheme, k = 0..{args.max_prepends}, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
-    for dtype in scores:
-        es = ", ".join(f"{v:.3f}" for v in efficacy_score(scores[dtype]))
-        print(f"  {dtype:<9} {speed[dtype]:6.1f} (prompt, target) pairs/s; ES {es}")
-    print(f"  bfloat16 / float32 speed: {speed['bfloat16'] / speed['float32']:.2f}×")
-    for per_token in (False, True):
-        same = flips(scores["float32"], per_token) == flips(scores["bfloat16"], per_token)
-        reading = "per-token" if per_token else "summed"
-        print(f"  {reading} ES decisions that agree: {same.double().mean().item():.4%} of {same.numel()} "
-              f"(by k: {', '.join(f'{v:.4f}' for v in same.double().mean(1).tolist())})")
-    gap = (scores["bfloat16"].log_prob - scores["float32"].log_prob).abs()
-    print(f"  |log P(bf16) − log P(fp32)|: median {gap.median().item():.4f}, max {gap.max().item():.3f}")
+    for variant in scores:
+        es = ", ".join(f"{v:.3f}" for v in efficacy_score(scores[variant]))
+        print(f"  {variant:<18} {speed[variant]:6.1f} (prompt, target) pairs/s "
+              f"({speed[variant] / speed['float32']:.2f}× float32); ES {es}")
+    for first, second in combinations(scores, 2):
+        print(f"  {second} against {first}:")
+        for per_token in (False, True):
+            same = flips(scores[first], per_token) == flips(scores[second], per_token)
+            reading = "per-token" if per_token else "summed"
+            print(f"    {reading} ES decisions that agree: {same.double().mean().item():.4%} of {same.numel()}, "
+                  f"{int((~same).sum())} differ (by k: {', '.join(f'{v:.4f}' for v in same.double().mean(1).tolist())})")
+        gap = (scores[second].log_prob - scores[first].log_prob).abs()
+        print(f"    |Δ log P|: median {gap.median().item():.4f}, max {gap.max().item():.3f}")
 
+
+# The folder (and name) of each bfloat16 variant's run.
+VARIANTS = {"native": "bfloat16", "emulated": "bfloat16-emulated"}
+
+
+class Bfloat16ProductsInFloat32(TorchDispatchMode):
+    """While active, every matrix product of bfloat16 tensors is computed in float32 from the same
+    bfloat16 inputs and rounded to bfloat16 once (`--bfloat16-matmul emulated`, above). Linear
+    layers and einsums reach the dispatcher as these four ops; everything else runs untouched."""
+
+    PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
+                torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [arg for arg in args if isinstance(arg, torch.Tensor)]
+        if func in self.PRODUCTS and all(tensor.dtype == torch.bfloat16 for tensor in tensors):
+            widened = [arg.float() if isinstance(arg, torch.Tensor) else arg for arg in args]
+            return func(*widened, **(kwargs or {})).to(torch.bfloat16)
+        return func(*args, **(kwargs or {}))
 
 def _stored(plan: ShardPlan, model, every_fact, scoring: HijackScoring, limit: int) -> tuple[TargetScores, float]:
     """The first `limit` facts' scores from a finished run over `every_fact`, and their seconds."""
