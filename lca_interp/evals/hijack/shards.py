@@ -134,9 +134,14 @@ class ShardPlan:
             done[(start, end)] = shard, seconds
             bar.update(end - start)
         bar.close()
-        return (TargetScores(torch.cat([done[span][0].log_prob for span in spans], dim=1),
-                             torch.cat([done[span][0].n_tokens for span in spans], dim=1)),
-                sum(done[span][1] for span in spans))
+        return merged(done, spans)
+
+
+def merged(shards: dict[tuple[int, int], tuple[TargetScores, float]], spans: Sequence[tuple[int, int]]) -> tuple[TargetScores, float]:
+    """The scores of `spans`' shards joined in that order, and their seconds summed."""
+    return (TargetScores(torch.cat([shards[span][0].log_prob for span in spans], dim=1),
+                         torch.cat([shards[span][0].n_tokens for span in spans], dim=1)),
+            sum(shards[span][1] for span in spans))
 
 
 def _timed(scoring: HijackScoring, model, facts: Sequence[Fact]) -> tuple[TargetScores, float]:
