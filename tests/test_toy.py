@@ -386,3 +386,23 @@ def test_tl_tools_that_make_no_sense_for_the_toy_refuse_in_one_sentence(trained_
         call(model, x)
     message = str(error.value)
     assert "LCA toy" in message and message.count(". ") == 0 and "\n" not in message
+
+
+def test_a_toy_folder_written_before_transformer_lens_4_loads_unchanged():
+    """tests/data/toy_folder_before_tl4 was trained and saved by the `HookedTransformer` toy on TL
+    3.9 (commit b770a66), with its logits and attention on four contexts: the toy on
+    `HookedRootModule` reads the same state-dict keys and computes the same numbers."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from lca_interp.runs import load_toy
+
+    folder = Path(__file__).parent / "data" / "toy_folder_before_tl4"
+    model, task = load_toy(folder)
+    expected = load_file(folder / "expected_outputs.safetensors")
+    assert task.m == 3 and model.cfg.d_model == 6
+    logits, cache = model.run_with_cache(expected["tokens"])
+    torch.testing.assert_close(logits, expected["logits"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_pattern"], expected["pattern"], atol=1e-6, rtol=1e-6)
+    assert expected["logits"].abs().max() > 0.1  # a trained toy, not zeros

@@ -42,8 +42,9 @@ import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import FactoredMatrix, HookedTransformer
+from transformer_lens import FactoredMatrix
 
+from lca_interp.hooks.model import HookedModel
 from lca_interp.hooks.select import heads_of
 
 CIRCUITS = ("ov", "qk")
@@ -53,7 +54,7 @@ TokenIds = Union[Sequence[int], Int[Tensor, "n"]]
 # ---------------------------------------------------------------------- the circuits
 
 
-def ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
+def ov_circuit(model: HookedModel, layer: int, head: int) -> FactoredMatrix:
     """W_V @ W_O of one head as a d_model × d_model `FactoredMatrix` (acts as `x @ OV`).
 
     A detached snapshot of the weights. A grouped-query head gets its KV group's value matrix
@@ -63,7 +64,7 @@ def ov_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatri
     return FactoredMatrix(attn.W_V[head].detach(), attn.W_O[head].detach())
 
 
-def qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatrix:
+def qk_circuit(model: HookedModel, layer: int, head: int) -> FactoredMatrix:
     """W_Q @ W_Kᵀ of one head as a d_model × d_model `FactoredMatrix`: x_query @ QK @ x_keyᵀ is
     the attention score before scaling, biases and positional rotations. Grouped-query heads get
     their group's W_K; models that normalise queries and keys (Gemma 3's q/k RMSNorm) refuse."""
@@ -77,12 +78,12 @@ def qk_circuit(model: HookedTransformer, layer: int, head: int) -> FactoredMatri
     return FactoredMatrix(attn.W_Q[head].detach(), W_K_T)
 
 
-def _attention(model: HookedTransformer, layer: int, head: int):
+def _attention(model: HookedModel, layer: int, head: int):
     ((layer, head),) = heads_of(model, [(layer, head)])
     return model.blocks[layer].attn
 
 
-def _circuit(model: HookedTransformer, layer: int, head: int, circuit: str) -> FactoredMatrix:
+def _circuit(model: HookedModel, layer: int, head: int, circuit: str) -> FactoredMatrix:
     if circuit not in CIRCUITS:
         raise ValueError(f"circuit must be one of {CIRCUITS}, got {circuit!r}.")
     return (ov_circuit if circuit == "ov" else qk_circuit)(model, layer, head)
@@ -124,7 +125,7 @@ class SingularDirection:
 
 
 def singular_directions(
-    model: HookedTransformer,
+    model: HookedModel,
     layer: int,
     head: int,
     k: int = 5,
@@ -192,7 +193,7 @@ def _at_least_float32(x: Tensor) -> Tensor:
 
 
 def _labeller(
-    model: HookedTransformer, token_labels: Optional[Callable[[int], str]]
+    model: HookedModel, token_labels: Optional[Callable[[int], str]]
 ) -> Callable[[list[int]], list[str]]:
     if token_labels is not None:
         return lambda ids: [str(token_labels(i)) for i in ids]
@@ -206,7 +207,7 @@ def _labeller(
 
 
 def token_map_circuit(
-    model: HookedTransformer, layer: int, head: int, sources: TokenIds, targets: TokenIds
+    model: HookedModel, layer: int, head: int, sources: TokenIds, targets: TokenIds
 ) -> Float[Tensor, "n_src n_tgt"]:
     """W_E[sources] @ OV @ W_U[:, targets]: entry (s, t) is the logit of target t the head adds
     per unit of attention on source s (e.g. subject tokens → answer tokens).
@@ -226,14 +227,14 @@ def token_map_circuit(
 
 
 def full_ov_circuit(
-    model: HookedTransformer, layer: int, head: int, tokens: TokenIds
+    model: HookedModel, layer: int, head: int, tokens: TokenIds
 ) -> Float[Tensor, "n n"]:
     """W_E[tokens] @ OV @ W_U[:, tokens]: `token_map_circuit` with the same tokens on both sides
     (rows are tokens attended to, columns the logits written). No normalisation: see there."""
     return token_map_circuit(model, layer, head, tokens, tokens)
 
 
-def _token_ids(model: HookedTransformer, tokens: TokenIds, what: str) -> Int[Tensor, "n"]:
+def _token_ids(model: HookedModel, tokens: TokenIds, what: str) -> Int[Tensor, "n"]:
     ids = torch.as_tensor(tokens) if not isinstance(tokens, Tensor) else tokens
     if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.ndim != 1 or len(ids) == 0:
         raise ValueError(f"{what} must be a non-empty list or 1-D integer tensor of token ids.")

@@ -42,7 +42,7 @@ import einops
 import torch
 from jaxtyping import Bool, Float, Shaped
 from torch import Tensor
-from transformer_lens import HookedTransformer
+from lca_interp.hooks.model import HookedModel
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import get_act_name
 
@@ -69,11 +69,11 @@ from lca_interp.hooks.select import (
 
 
 def restrict_attention(
-    model: HookedTransformer,
+    model: HookedModel,
     layers: Union[int, Iterable[int], None] = None,
     heads: Union[Iterable[int], Iterable[HeadLike], None] = None,
     positions: Positions = -1,
-) -> AbstractContextManager[HookedTransformer]:
+) -> AbstractContextManager[HookedModel]:
     """Make the given query positions (None: all) attend only to themselves in the chosen layers
     and heads.
 
@@ -93,12 +93,12 @@ def restrict_attention(
 
 
 def add_vector(
-    model: HookedTransformer,
+    model: HookedModel,
     hook_name: str,
     vector: Shaped[Tensor, " d"],
     scale: float = 1.0,
     positions: Positions = None,
-) -> AbstractContextManager[HookedTransformer]:
+) -> AbstractContextManager[HookedModel]:
     """Add `scale * vector` to the activation at `hook_name` (at every position, or the given ones).
 
     The vector runs along the activation's last dimension: d_model for residual-stream hooks,
@@ -130,11 +130,11 @@ def add_vector(
 
 
 def ablate_heads(
-    model: HookedTransformer,
+    model: HookedModel,
     heads: Iterable[HeadLike],
     mode: str = "zero",  # "zero" or "mean"; a str so that a typo gets the one-sentence error
     means: Optional[Mapping[HeadLike, Tensor]] = None,
-) -> AbstractContextManager[HookedTransformer]:
+) -> AbstractContextManager[HookedModel]:
     """Replace the output z of each (layer, head) by zero, or by its mean from `mean_head_outputs`.
 
     Works at `blocks.{l}.attn.hook_z` [batch, pos, n_heads, d_head], before W_O: a zero-ablated
@@ -160,7 +160,7 @@ def ablate_heads(
 
 @torch.no_grad()
 def mean_head_outputs(
-    model: HookedTransformer, inputs: Inputs, heads: Iterable[HeadLike]
+    model: HookedModel, inputs: Inputs, heads: Iterable[HeadLike]
 ) -> dict[Head, Float[Tensor, " d_head"]]:
     """Each head's output z averaged over the batch and every real token position, from one
     forward that caches only the needed `hook_z`: padding of a list of strings is left out, and
@@ -185,12 +185,12 @@ def mean_head_outputs(
 
 
 def patch_activation(
-    model: HookedTransformer,
+    model: HookedModel,
     hook_name: str,
     source: Shaped[Tensor, "..."],
     positions: Positions = None,
     heads: Union[int, Iterable[int], None] = None,
-) -> AbstractContextManager[HookedTransformer]:
+) -> AbstractContextManager[HookedModel]:
     """Replace the activation at `hook_name` by `source` (e.g. `cache[hook_name]` of another run).
 
     Optionally only at some positions and/or, for head-indexed hooks (`hook_q/k/v`, `hook_z`,
@@ -279,7 +279,7 @@ def _replace_heads_hook(heads: list[int], values: Float[Tensor, "n d_head"]):
 # ----------------------------------------------------------------------------- heads
 
 
-def _heads_by_layer(model: HookedTransformer, layers, heads) -> dict[int, list[int]]:
+def _heads_by_layer(model: HookedModel, layers, heads) -> dict[int, list[int]]:
     chosen_layers = layers_of(model, layers)
     if heads is None:
         return {layer: list(range(model.cfg.n_heads)) for layer in chosen_layers}
@@ -304,7 +304,7 @@ def _group(pairs: list[Head]) -> dict[int, list[int]]:
     return by_layer
 
 
-def _check_means(model: HookedTransformer, heads: list[Head], means) -> None:
+def _check_means(model: HookedModel, heads: list[Head], means) -> None:
     if means is None:
         raise ValueError("mode='mean' needs means; compute them with mean_head_outputs(model, inputs, heads).")
     for head in heads:

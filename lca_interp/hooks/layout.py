@@ -17,7 +17,7 @@ from typing import Optional, Union
 import torch
 from jaxtyping import Bool
 from torch import Tensor
-from transformer_lens import HookedTransformer
+from lca_interp.hooks.model import HookedModel
 
 Positions = Union[int, Iterable[int], None]
 
@@ -39,7 +39,7 @@ class HookLayout:
     last: Optional[int] = None
 
 
-def hook_layout(model: HookedTransformer, name: str) -> HookLayout:
+def hook_layout(model: HookedModel, name: str) -> HookLayout:
     cfg = model.cfg
     parent, _, leaf = name.rpartition(".")
     module = parent.rpartition(".")[2]
