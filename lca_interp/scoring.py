@@ -10,9 +10,10 @@ target positions after it.
 Cost
 ----
 Gemma's vocabulary has 262,144 entries, so logits for a whole [batch, pos] grid dominate
-everything else. Here the blocks run with `stop_at_layer`, the residual stream is gathered at
-the positions that predict a target token, and only those go through `ln_final`, the
-unembedding and the softcap, exactly as `HookedTransformer.forward` applies them. Those
+everything else. Here the blocks and the final norm run without the unembedding
+(`shared_prefixes`), the normalized stream is gathered at the positions that predict a target
+token, and only those go through the unembedding and the softcap, as the model's forward
+applies them. Those
 positions wait until a few hundred have gathered (each unembedding reads all of W_U, 670 MB for
 Gemma), then the unembedding runs one vocabulary block at a time with a running logsumexp, so
 the [n, d_vocab] logits never exist whole (`next_token_log_probs`; skipped when a hook on the
@@ -30,14 +31,15 @@ of Chicago. Do not think of Chicago. The Eiffel Tower is in" starts with the k =
 sentence, and with the Willis Tower's k = 2 prompt's two. Stems run first, a block of many
 batches at a time, keeping their keys and values; every other row runs only the tokens after its
 longest common prefix with its stem, attending to the stem's cached keys through an attention
-mask that hides the slots past that prefix (TransformerLens rotates keys when they are read and
-derives positions from the mask, so positions are exact). Each row then costs its own suffix
+mask that hides the slots past that prefix, at its own positions (transformers caches keys
+rotated for the positions they were computed at, and the suffix gets explicit position ids), so
+positions are exact. Each row then costs its own suffix
 instead of its whole length, and the suffixes of a block's stems fill forwards of similar
 lengths. This path runs only when no hooks are attached: a hook sees activations of whole
 sequences, so under hooks every row runs whole.
 
-Batching pads on the right. Attention is causal, so a position never sees the padding after it
-and no attention mask is needed; rotary positions are unchanged. Prompts are tokenized with the
+Batching pads on the right. Attention is causal, so a position never sees the padding after it;
+rotary positions are unchanged. Prompts are tokenized with the
 model's own BOS convention (`cfg.default_prepend_bos`, which `load_model` sets to the
 tokenizer's), and a target's tokens are the tail of the joint tokenization of prompt + " " +
 target, exactly what the model reads when the text is written out whole.
@@ -56,7 +58,8 @@ from transformer_lens.utilities.activation_functions import apply_softcap
 
 from lca_interp.facts import Fact
 from lca_interp.prompts import Donors, check_scheme, hijack_sentences, hijacked_prompt
-from lca_interp.shared_prefixes import Stems, covering_rows, final_residuals, hooks_attached, stem_residuals
+from lca_interp.hooks.model import attention_window, bias_or_zeros, has_final_norm
+from lca_interp.shared_prefixes import Stems, covering_rows, final_streams, hooks_attached, stem_streams
 
 
 def encode_target(model, target: str) -> list[int]:
@@ -97,25 +100,26 @@ def token_positions(model, text: str, start: int, end: int, leading_space: bool 
     return list(range(len(encode_prompt(model, text[:start])), len(upto)))
 
 
-def final_normalized(
-    model, residual: Float[Tensor, "batch pos d_model"], rows: Int[Tensor, "n"], positions: Int[Tensor, "n"]
-) -> Float[Tensor, "n 1 d_model"]:
-    """The final residual stream (`stop_at_layer=n_layers`) at chosen (row, position) pairs,
-    through `ln_final`: what the unembedding reads."""
-    picked = residual[rows, positions][:, None]
-    return model.ln_final(picked) if model.cfg.normalization_type is not None else picked
+def unembed_normalized(model, normalized: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
+    """Logits from the final normalized stream: the unembedding (its hooks firing) and the output
+    softcap, as the model's forward applies them."""
+    # TL's Unembed.forward copies W_Uᵀ to a contiguous tensor on every call (670 MB for Gemma's
+    # vocabulary); the same product straight from W_U:
+    unembed = model.unembed
+    logits = unembed.hook_out(unembed.hook_in(normalized[:, None]) @ unembed.W_U + _unembed_bias(model))
+    return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, 0]
 
 
 def logits_at(
     model, residual: Float[Tensor, "batch pos d_model"], rows: Int[Tensor, "n"], positions: Int[Tensor, "n"]
 ) -> Float[Tensor, "n d_vocab"]:
-    """Logits at chosen (row, position) pairs of a final residual stream (`stop_at_layer=n_layers`),
-    through `ln_final`, the unembedding and the output softcap as `HookedTransformer.forward` does."""
-    # TL's Unembed.forward copies W_Uᵀ to a contiguous tensor on every call (670 MB for Gemma's
-    # vocabulary); the same product straight from W_U, with the unembed hooks still firing:
-    unembed = model.unembed
-    logits = unembed.hook_out(unembed.hook_in(final_normalized(model, residual, rows, positions)) @ unembed.W_U + unembed.b_U)
-    return apply_softcap(logits, model.cfg.output_logits_soft_cap)[:, 0]
+    """Logits at chosen (row, position) pairs of a final residual stream (before the final norm)."""
+    picked = residual[rows, positions][:, None]
+    return unembed_normalized(model, (model.ln_final(picked) if has_final_norm(model) else picked)[:, 0])
+
+
+def _unembed_bias(model) -> Tensor:
+    return bias_or_zeros(model.unembed, "b_U", model.unembed.W_U.shape[1])
 
 
 UNEMBED_ROWS = 256  # scored positions unembedded together
@@ -128,18 +132,18 @@ def next_token_log_probs(model, normalized: Float[Tensor, "n d_model"], next_ids
     and a running logsumexp reduces each block while it is still in cache. On a CPU this is about
     twice as fast as forming the logits whole and reducing them (BENCHMARKS.md); the unembed hooks
     do not fire, so `score_targets` uses it only when none is attached."""
-    unembed, cap = model.unembed, model.cfg.output_logits_soft_cap
+    unembed, cap, b_U = model.unembed, model.cfg.output_logits_soft_cap, _unembed_bias(model)
     vocab = unembed.W_U.shape[1]
     block = VOCAB_BLOCK_CPU if normalized.device.type == "cpu" else vocab
     running_max = torch.full((len(next_ids),), -torch.inf, device=normalized.device)
     running_sum = torch.zeros(len(next_ids), device=normalized.device)
     for start in range(0, vocab, block):
-        logits = apply_softcap(torch.addmm(unembed.b_U[start : start + block], normalized, unembed.W_U[:, start : start + block]), cap).float()
+        logits = apply_softcap(torch.addmm(b_U[start : start + block], normalized, unembed.W_U[:, start : start + block]), cap).float()
         new_max = torch.maximum(running_max, logits.amax(-1))
         running_sum = running_sum * (running_max - new_max).exp() + (logits - new_max[:, None]).exp_().sum(-1)
         running_max = new_max
     target_columns = unembed.W_U[:, next_ids]  # [d_model, n]
-    picked = apply_softcap((normalized * target_columns.T).sum(-1) + unembed.b_U[next_ids], cap).float()
+    picked = apply_softcap((normalized * target_columns.T).sum(-1) + b_U[next_ids], cap).float()
     return picked - running_max - running_sum.log()
 
 
@@ -153,9 +157,9 @@ def last_token_logits(
     for prompt_ids in encoded:
         if len(prompt_ids) > model.cfg.n_ctx:
             raise ValueError(f"a prompt is {len(prompt_ids)} tokens, longer than the model's context of {model.cfg.n_ctx}.")
-    for batch, residual in final_residuals(model, encoded, batch_size, progress, desc="last-token logits"):
+    for batch, stream in final_streams(model, encoded, batch_size, progress, desc="last-token logits"):
         last = torch.tensor([len(encoded[i]) - 1 for i in batch])
-        yield batch, logits_at(model, residual, torch.arange(len(batch)), last)
+        yield batch, unembed_normalized(model, stream[torch.arange(len(batch)), last.to(stream.device)])
 
 
 @dataclass
@@ -213,9 +217,10 @@ def score_targets(
     reads: list[list[tuple[int, int, int]]] = [[] for _ in runs]  # (request, position, token)
     for i, (prompt_ids, target_ids) in enumerate(encoded):
         reads[run_of[i]] += [(i, len(prompt_ids) - 1 + j, token) for j, token in enumerate(target_ids)]
-    window = getattr(model.cfg, "window_size", None)  # local attention masks by slot, which holes would shift
-    if hooks_attached(model) or (window is not None and 2 * max(map(len, runs)) > window):
-        batches = ((batch, residual, [0] * len(batch)) for batch, residual in final_residuals(model, runs, batch_size, progress))
+    window = attention_window(model)  # local attention masks by slot, which holes would shift
+    plain = not hooks_attached(model) and getattr(model, "plain_stack", None) is not None
+    if not plain or (window is not None and 2 * max(map(len, runs)) > window):
+        batches = ((batch, stream, [0] * len(batch)) for batch, stream in final_streams(model, runs, batch_size, progress))
     else:
         group_of_run: list[Hashable] = [None] * len(runs)
         for i, run in enumerate(run_of):
@@ -224,7 +229,7 @@ def score_targets(
         for run, stem in stems.stem_of.items():  # positions inside the shared prefix are read off the stem
             reads[stem] += [read for read in reads[run] if read[1] < stems.shared[run]]
             reads[run] = [read for read in reads[run] if read[1] >= stems.shared[run]]
-        batches = stem_residuals(model, runs, stems, batch_size, progress)
+        batches = stem_streams(model, runs, stems, batch_size, progress)
     result = torch.zeros(len(encoded), dtype=torch.float64)
     blockwise = not any(point.fwd_hooks for point in (model.unembed.hook_in, model.unembed.hook_out))
     pending: list[tuple[Tensor, Tensor, Tensor]] = []  # (normalized, requests, next ids) awaiting the unembedding
@@ -235,7 +240,7 @@ def score_targets(
         result.index_add_(0, requests, log_probs.double().cpu())
         pending.clear()
 
-    for batch, residual, offsets in batches:
+    for batch, stream, offsets in batches:
         triples = [(row, request, position - offsets[row], token)
                    for row, run in enumerate(batch) for request, position, token in reads[run]]
         if not triples:
@@ -244,11 +249,11 @@ def score_targets(
         if blockwise:
             # Scored positions wait until enough have gathered: every unembedding pass reads all of
             # W_U (670 MB for Gemma), which a few rows cannot pay for.
-            pending.append((final_normalized(model, residual, rows, positions)[:, 0], requests, next_ids))
+            pending.append((stream[rows.to(stream.device), positions.to(stream.device)], requests, next_ids))
             if sum(len(part[1]) for part in pending) >= UNEMBED_ROWS:
                 unembed_pending()
             continue
-        logits = logits_at(model, residual, rows, positions).float()
+        logits = unembed_normalized(model, stream[rows.to(stream.device), positions.to(stream.device)]).float()
         # x_t − logsumexp(x) in float32: within 3e-6 of a float64 log-softmax over Gemma's 262,144
         # entries, at a quarter of its cost.
         picked = logits[torch.arange(len(next_ids)), next_ids.to(logits.device)]

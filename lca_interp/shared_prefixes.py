@@ -3,36 +3,63 @@
 `score_targets` (`lca_interp.scoring`) runs every request's `prompt + target[:-1]` through the
 blocks. Attention is causal, so a row that is a prefix of another is read off the longer one
 (`covering_rows`), and rows that start alike run from a stem's cached keys and values
-(`Stems`, `stem_residuals`): the stem runs whole, every other row only the tokens after its
+(`Stems`, `stem_streams`): the stem runs whole, every other row only the tokens after its
 longest common prefix with it, attending to the cache through a mask that hides the slots past
-that prefix. Batches pad on the right; chunks are cut to balanced sizes (`even_chunks`) so no
-forward runs a handful of rows. Everything here returns the final residual stream
-(`stop_at_layer=n_layers`); unembedding is the caller's.
+that prefix, at the positions it has in its own row. Batches pad on the right; chunks are cut to
+balanced sizes (`even_chunks`) so no forward runs a handful of rows.
+
+Everything here returns the final normalized stream, what the unembedding reads (unembedding is
+the caller's). With no hook attached, a loaded LLM runs as its plain transformers stack
+(`pretrained.bridge.plain_stack`: the bridge's own tensors in transformers' modules) with
+transformers' KV cache; under hooks, as the model itself (`hooks.model.final_stream`), so every
+hook sees whole rows.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lca_interp.hooks.model import final_stream
 
-def final_residuals(
+
+def final_streams(
     model, sequences: Sequence[Sequence[int]], batch_size: int, progress: bool = False, desc: str = "score"
 ) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"]]]:
-    """(indices, final residual stream) for right-padded batches of token sequences, longest
-    first so each batch pads little and the first shows the peak memory. The blocks run with
-    `stop_at_layer`: no logits are formed here."""
+    """(indices, final normalized stream) for right-padded batches of token sequences, longest
+    first so each batch pads little and the first shows the peak memory. No logits are formed."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
         batch = order[start : start + batch_size]
-        tokens, _ = _padded([sequences[i] for i in batch], _pad_id(model), model.cfg.device)
-        yield batch, model(tokens, stop_at_layer=model.cfg.n_layers)
+        tokens, mask = _padded([sequences[i] for i in batch], _pad_id(model), model.cfg.device)
+        if hooks_attached(model) or getattr(model, "plain_stack", None) is None:
+            yield batch, final_stream(model, tokens)
+        else:
+            yield batch, _plain_forward(model.plain_stack, tokens, mask, _positions(mask))
+
+
+def _positions(mask: Int[Tensor, "batch pos"], start: Optional[Int[Tensor, "batch"]] = None) -> Int[Tensor, "batch pos"]:
+    """Position ids of right-padded rows that begin at `start` (default 0)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand(mask.shape[0], -1)
+    return positions if start is None else positions + start[:, None]
+
+
+def _plain_forward(plain, tokens, mask, positions, cache=None) -> Float[Tensor, "batch pos d_model"]:
+    """transformers' decoder stack: its final hidden state is the final norm's output. The KV cache
+    keyword is `cache` from transformers 5.24 (`past_key_values` before)."""
+    stack = plain.base_model  # the decoder without the unembedding (`model`, GPT-2's `transformer`)
+    cache_keyword = "cache" if "cache" in inspect.signature(stack.forward).parameters else "past_key_values"
+    out = stack(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
+                      **{cache_keyword: cache})
+    return out.last_hidden_state
 
 
 def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
@@ -122,17 +149,16 @@ def even_chunks(items: Sequence, cap: int) -> list[Sequence]:
 STEMS_PER_BLOCK = 16  # × batch_size: stems whose keys and values are kept at once
 
 
-def stem_residuals(
+def stem_streams(
     model, runs: Sequence[tuple[int, ...]], stems: Stems, batch_size: int, progress: bool = False, desc: str = "score"
 ) -> Iterator[tuple[list[int], Float[Tensor, "batch pos d_model"], list[int]]]:
-    """(runs, final residual stream, offset of each row's first token in its run): a block of stems
+    """(runs, final normalized stream, offset of each row's first token in its run): a block of stems
     runs whole, batch by batch, keeping their keys and values; then every run that shares a prefix
     with one of those stems runs from the end of that prefix, with that stem's cache masked to the
     prefix. Blocks span many batches so followers of different stems fill their forwards alike."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+    from transformers import DynamicCache
 
-    pad, device = _pad_id(model), model.cfg.device
+    plain, pad, device = model.plain_stack, _pad_id(model), model.cfg.device
     followers: dict[int, list[int]] = {}
     for run, stem in stems.stem_of.items():
         followers.setdefault(stem, []).append(run)
@@ -140,15 +166,15 @@ def stem_residuals(
     bar = tqdm(total=len(runs), desc=desc, disable=not progress)
     for block in even_chunks(order, STEMS_PER_BLOCK * batch_size):
         width = len(runs[block[0]])  # the block's longest stem
-        keys, values = [], []  # per stem batch, per layer: [batch, width, kv_heads, d_head]
+        keys, values = [], []  # per stem batch, per layer: [batch, kv_heads, width, d_head]
         for batch in even_chunks(block, batch_size):
             tokens, mask = _padded([runs[r] for r in batch], pad, device)
-            cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(batch))
-            yield batch, model(tokens, stop_at_layer=model.cfg.n_layers, attention_mask=mask, past_kv_cache=cache), [0] * len(batch)
+            cache = DynamicCache(config=plain.config)
+            yield batch, _plain_forward(plain, tokens, mask, _positions(mask), cache), [0] * len(batch)
             bar.update(len(batch))
-            widen = (0, 0, 0, 0, 0, width - tokens.shape[1])
-            keys.append([torch.nn.functional.pad(e.past_keys, widen) for e in cache.entries])
-            values.append([torch.nn.functional.pad(e.past_values, widen) for e in cache.entries])
+            widen = (0, 0, 0, width - tokens.shape[1])
+            keys.append([torch.nn.functional.pad(layer.keys, widen) for layer in cache.layers])
+            values.append([torch.nn.functional.pad(layer.values, widen) for layer in cache.layers])
         keys = [torch.cat(layer) for layer in zip(*keys)]
         values = [torch.cat(layer) for layer in zip(*values)]
         row_of_stem = {stem: row for row, stem in enumerate(block)}
@@ -160,11 +186,12 @@ def stem_residuals(
             visible = torch.zeros(len(chunk), seen, dtype=torch.long, device=device)
             for i, r in enumerate(chunk):
                 visible[i, : stems.shared[r]] = 1
-            entries = [TransformerLensKeyValueCacheEntry(k[rows, :seen], v[rows, :seen], frozen=True) for k, v in zip(keys, values)]
-            prefix_cache = TransformerLensKeyValueCache(entries, visible, frozen=True)
+            prefix = DynamicCache([(k[rows, :, :seen], v[rows, :, :seen]) for k, v in zip(keys, values)], config=plain.config)
             suffix_tokens, suffix_mask = _padded([runs[r][stems.shared[r]:] for r in chunk], pad, device)
-            residual = model(suffix_tokens, stop_at_layer=model.cfg.n_layers, attention_mask=suffix_mask, past_kv_cache=prefix_cache)
-            yield list(chunk), residual, [stems.shared[r] for r in chunk]
+            shared = torch.tensor([stems.shared[r] for r in chunk], device=device)
+            stream = _plain_forward(plain, suffix_tokens, torch.cat([visible, suffix_mask], 1),
+                                    _positions(suffix_mask, shared), prefix)
+            yield list(chunk), stream, [stems.shared[r] for r in chunk]
             bar.update(len(chunk))
         del keys, values
     bar.close()

@@ -37,6 +37,10 @@ def assert_adds_up(model, prompts, a, b):
 @pytest.mark.parametrize("processing", [True, False])
 def test_gpt2_contributions_add_up_to_the_logit_difference(gpt2_folder, processing):
     model = load_model(gpt2_folder, processing=processing)
+    if not processing:  # GPT-2 initialises LayerNorm biases at zero: give the final one a value to carry
+        bias = next(p for name, p in model.ln_final.named_parameters() if name.endswith("bias"))
+        with torch.no_grad():
+            bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)))
     attribution = assert_adds_up(model, PROMPTS, "Paris", "Chicago")
     assert attribution.heads().shape == (2, model.cfg.n_layers, model.cfg.n_heads)
     assert ("final norm bias" in attribution.labels) == (not processing)  # folded into W_U when processed

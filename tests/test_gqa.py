@@ -44,9 +44,10 @@ def test_a_heads_ov_is_its_kv_groups_value_matrix_times_its_own_output_matrix(mo
     attn = model.blocks[1].attn
     for head in range(N_HEADS):
         group = head // (N_HEADS // N_KV)
-        expected = attn._W_V[group].detach() @ attn.W_O[head].detach()
+        expected = attn.W_V[group].detach() @ attn.W_O[head].detach()
         torch.testing.assert_close(ov_circuit(model, 1, head).AB, expected)
-        torch.testing.assert_close(qk_circuit(model, 1, head).AB, attn.W_Q[head].detach() @ attn._W_K[group].detach().T)
+        torch.testing.assert_close(model.OV[1, head].AB, expected)  # the model's own per-query-head OV
+        torch.testing.assert_close(qk_circuit(model, 1, head).AB, attn.W_Q[head].detach() @ attn.W_K[group].detach().T)
 
 
 def test_patterns_equal_a_hand_written_causal_softmax_over_rotated_queries_and_keys(model):

@@ -71,28 +71,6 @@ def test_gemma_recalls_paris_and_is_hijacked_by_chicago(gemma):
     assert int(plain.argmax()) == paris and plain[paris] > 0.5
     assert hijacked[chicago] > 100 * plain[chicago]
     assert int(hijacked.argmax()) == chicago
-    mlp = gemma.blocks[0].mlp  # gated: its forward's W.T.contiguous() must be a no-op
-    assert all(w.T.is_contiguous() for w in (mlp.W_in, mlp.W_gate, mlp.W_out))
-
-
-def test_forward_layout_keeps_values_and_makes_tl_rearrangements_contiguous(gpt2_folder):
-    import einops
-
-    from lca_interp.pretrained import lay_out_for_forward
-
-    model = load_model(gpt2_folder)
-    reference = load_model(gpt2_folder)
-    for param in reference.parameters():
-        param.data = param.data.contiguous()
-    attention = model.blocks[0].attn
-    w_o = einops.rearrange(attention.W_O, "head d_head d_model -> d_model (head d_head)")
-    w_q = einops.rearrange(attention.W_Q, "head d_model d_head -> (head d_head) d_model")
-    assert w_o.is_contiguous() and w_q.is_contiguous()
-    assert lay_out_for_forward(model) is model  # idempotent
-    for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
-        assert torch.equal(ours, theirs), name
-    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
-    assert torch.allclose(model(tokens), reference(tokens), atol=1e-5)
 
 
 def test_processes_that_start_together_convert_once(tmp_path):
@@ -111,7 +89,7 @@ def test_processes_that_start_together_convert_once(tmp_path):
         (folder / "complete").write_text("ok\n")
 
     def load(_):
-        convert._convert, convert._load_cached = slow_convert, lambda folder, device, dtype: None
+        convert._convert, convert._load_cached = slow_convert, lambda *args: None
         convert.offline(OFFLINE_MODELS["google/gemma-3-270m"], "cpu", torch.float32, True, tmp_path / "cache")
 
     workers = [multiprocessing.get_context("fork").Process(target=load, args=(i,)) for i in range(2)]
@@ -136,7 +114,7 @@ def cached_gpt2(gpt2_folder, tmp_path, monkeypatch):
         conversions.append(folder)
         folder.mkdir(parents=True)
         source.tokenizer.save_pretrained(folder / "tokenizer")
-        convert.write_cache(folder, source)
+        convert.write_cache(folder, source.plain_stack)
 
     monkeypatch.setattr(convert, "_convert", convert_gpt2)
     load = lambda: convert.offline(OFFLINE_MODELS["google/gemma-3-270m"], "cpu", torch.float32, True, tmp_path / "cache")  # noqa: E731
@@ -144,7 +122,9 @@ def cached_gpt2(gpt2_folder, tmp_path, monkeypatch):
 
 
 def _same_weights(a, b) -> bool:
-    return all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    """The same weights in the transformers stacks of two loaded models."""
+    a, b = a.plain_stack.state_dict(), b.plain_stack.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], v) for k, v in b.items())
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip a bit"])
@@ -176,7 +156,7 @@ def test_a_conversion_killed_midway_leaves_nothing_behind_once_converted_again(c
 
 
 @pytest.mark.parametrize("block_bytes", [1 << 26, 24])  # one block per tensor, or many small ones
-def test_the_cache_reader_gives_the_file_in_any_dtype_and_layout_with_its_checksum(tmp_path, monkeypatch, block_bytes):
+def test_the_cache_reader_gives_the_file_in_any_dtype_with_its_checksum(tmp_path, monkeypatch, block_bytes):
     from safetensors.torch import save_file
 
     from lca_interp.pretrained import convert
@@ -187,14 +167,61 @@ def test_the_cache_reader_gives_the_file_in_any_dtype_and_layout_with_its_checks
                "mask": torch.tensor([True, False, True]), "ids": torch.arange(5), "empty": torch.zeros(0, 4)}
     path = tmp_path / "model.safetensors"
     save_file(tensors, path)
-    laid_out = {"attn": torch.empty(3, 4, 6).permute(0, 2, 1).contiguous().permute(0, 2, 1).stride()}  # as layout.py does
     for dtype in (torch.float32, torch.bfloat16):
-        state, checksum = convert._read_weights(path, dtype, laid_out)
+        state, checksum = convert._read_weights(path, dtype)
         assert checksum == convert.state_checksum(tensors)  # the checksum of what the file holds, in any dtype
-        assert state.keys() == tensors.keys() and state["attn"].stride() == laid_out["attn"] == (24, 1, 4)
+        assert state.keys() == tensors.keys()
         for name, tensor in tensors.items():
             expected = tensor.to(dtype) if tensor.is_floating_point() else tensor
             assert state[name].dtype == expected.dtype and torch.equal(state[name], expected), (name, dtype)
     path.write_bytes(path.read_bytes()[:-9])
     with pytest.raises(convert.DamagedCache, match="ends inside"):
-        convert._read_weights(path, torch.float32, {})
+        convert._read_weights(path, torch.float32)
+
+
+def test_a_hub_name_goes_through_transformers_and_the_bridge(gpt2_folder, monkeypatch):
+    """The hub cannot be reached here: the path is followed up to the downloads, which are served
+    from the local GPT-2 folder, and the arguments each call gets are checked."""
+    import transformers
+
+    import lca_interp.pretrained.load as load
+
+    asked = []
+    for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        original = auto.from_pretrained.__func__
+
+        def from_hub(cls, name, *args, _original=original, **kwargs):
+            asked.append((cls.__name__, name, kwargs.get("dtype")))
+            return _original(cls, gpt2_folder, *args, **kwargs)
+
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(from_hub))
+    booted = []
+    original_boot = load.bridge_from_hf
+    monkeypatch.setattr(load, "bridge_from_hf", lambda source, *args, **kwargs: booted.append(source) or
+                        original_boot(str(gpt2_folder), *args, **kwargs))
+    monkeypatch.setattr(load, "_hub_reachable", lambda: True)
+    model = load.load_model("gpt2", device="cpu", dtype="bfloat16")
+    assert asked[:2] == [("AutoTokenizer", "gpt2", None),
+                         ("AutoModelForCausalLM", "gpt2", torch.float32)]  # processed in float32, then cast
+    assert booted == ["gpt2"]
+    assert type(model).__name__ == "TransformerBridge" and model.W_E.dtype == torch.bfloat16
+    assert all(t.dtype == torch.bfloat16 for t in model.plain_stack.parameters())
+    assert model.lca_interp_source["source"] == "Hugging Face hub" and model.cfg.default_prepend_bos is False
+
+
+def test_generation_with_the_kv_cache_equals_generation_without(gpt2_folder):
+    """transformers ≥ 5.24 passes the cache as `cache=`, which TL's attention bridges ignore;
+    `hooks.model.repair_kv_cache` makes TL's default (cached) generation right again."""
+    model = load_model(gpt2_folder)
+    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+    cached = model.generate(tokens, max_new_tokens=8, do_sample=False, verbose=False)
+    uncached = model.generate(tokens, max_new_tokens=8, do_sample=False, verbose=False, use_past_kv_cache=False)
+    assert cached.shape == (1, tokens.shape[1] + 8) and torch.equal(cached, uncached)
+    assert len(set(cached[0, tokens.shape[1]:].tolist())) > 1  # not a degenerate repetition
+
+
+def test_the_plain_stack_shares_the_bridges_tensors(gpt2_folder):
+    model = load_model(gpt2_folder)
+    bridge = {t.data_ptr() for t in model.parameters()}
+    plain = {t.data_ptr() for t in model.plain_stack.parameters()}
+    assert plain <= bridge and len(plain) > 10

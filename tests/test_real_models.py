@@ -11,6 +11,7 @@ from transformer_lens.utilities import get_act_name
 from lca_interp.hooks.attention import attention_mass, capture_patterns
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.circuits import ov_circuit, qk_circuit
+from lca_interp.hooks.model import normalizes_queries_and_keys
 from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
 
 EIFFEL = "The Eiffel Tower is in"
@@ -58,10 +59,11 @@ def test_probes_run_and_add_up(model):
 
 
 def test_qk_circuits_refuse_q_k_normalised_attention_and_work_on_grouped_queries(model):
-    if model.cfg.use_qk_norm:  # Gemma 3
+    if normalizes_queries_and_keys(model):  # Gemma 3 (a bridge's cfg.use_qk_norm says False)
         with pytest.raises(ValueError, match="RMS-normalises each head's queries and keys"):
             qk_circuit(model, 0, 0)
     else:  # SmolLM2: 9 query heads share 3 KV heads
         assert model.cfg.n_heads == 9 and model.cfg.n_key_value_heads == 3
         attn = model.blocks[2].attn
-        torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn._W_K[1].detach().T)
+        torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn.W_K[1].detach().T)
+        assert attn.W_K.shape[0] == 3  # one key matrix per KV head, as the bridge stores them

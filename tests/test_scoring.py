@@ -66,7 +66,7 @@ def test_rows_run_from_a_shared_stem_score_as_if_run_whole(gpt2, batch_size, mon
     hijacked = [hijacked_prompt(EIFFEL, "generic", k) for k in (1, 2, 3)]
     prompts, targets = [p for p in hijacked for _ in TARGETS], TARGETS * len(hijacked)
     stems_used = []
-    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: stems_used.append(a[2]) or real_stem_residuals(*a, **kw))
+    monkeypatch.setattr(scoring, "stem_streams", lambda *a, **kw: stems_used.append(a[2]) or real_stem_streams(*a, **kw))
     shared = score_targets(gpt2, prompts, targets, batch_size=batch_size, groups=[0] * len(prompts))
     slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(prompts, targets)], dtype=torch.float64)
     (stems,) = stems_used
@@ -76,11 +76,11 @@ def test_rows_run_from_a_shared_stem_score_as_if_run_whole(gpt2, batch_size, mon
     assert torch.allclose(shared.log_prob, slow, atol=1e-4, rtol=0)
 
 
-real_stem_residuals = scoring.stem_residuals
+real_stem_streams = scoring.stem_streams
 
 
 def test_under_hooks_every_row_runs_whole(gpt2, monkeypatch):
-    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: pytest.fail("stems used under a hook"))
+    monkeypatch.setattr(scoring, "stem_streams", lambda *a, **kw: pytest.fail("stems used under a hook"))
     with gpt2.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
         hooked = target_log_probs(gpt2, PROMPTS, TARGETS)
     monkeypatch.undo()
@@ -124,7 +124,7 @@ def test_stems_shared_across_facts_and_batches_score_as_if_run_whole(gpt2, monke
     facts = [EIFFEL, willis, Fact.from_template("The mother tongue of {} is", "Danielle Darrieux", "French", "Chicago"),
              Fact.from_template("{}, the", "Toko Yasuda", "guitar player and singer", "Paris")]
     stems_used = []
-    monkeypatch.setattr(scoring, "stem_residuals", lambda *a, **kw: stems_used.append(a[2]) or real_stem_residuals(*a, **kw))
+    monkeypatch.setattr(scoring, "stem_streams", lambda *a, **kw: stems_used.append(a[2]) or real_stem_streams(*a, **kw))
     scores = hijack_scores(gpt2, facts, "generic", 3, batch_size=batch_size)
     prompts, targets, _ = hijack_requests(facts, "generic", 3)
     slow = torch.tensor([slow_log_prob(gpt2, p, t) for p, t in zip(prompts, targets)], dtype=torch.float64)

@@ -38,10 +38,10 @@ from typing import Optional, Union
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens.components import LayerNorm, LayerNormPre
 from transformer_lens.utilities import get_act_name
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
+from lca_interp.hooks.model import bias_or_zeros, has_final_norm, norm_as_affine, normalizes_layer_outputs
 from lca_interp.hooks.select import Head, Inputs, as_tokens, last_positions
 from lca_interp.scoring import encode_target
 
@@ -81,17 +81,17 @@ class FrozenNorm:
 
 
 def _frozen(norm, name: str) -> FrozenNorm:
-    as_double = lambda attr: getattr(norm, attr).detach().double().cpu() if hasattr(norm, attr) else None  # noqa: E731
-    return FrozenNorm(f"{name}.hook_scale", isinstance(norm, (LayerNorm, LayerNormPre)), as_double("w"), as_double("b"))
+    centres, weight, bias = norm_as_affine(norm)
+    return FrozenNorm(f"{name}.hook_scale", centres, weight, bias if bias.abs().max() > 0 else None)
 
 
 def output_norm(model, layer: int) -> Optional[FrozenNorm]:
     """The norm a layer's attention output passes before joining the stream (Gemma 2/3's
     `ln1_post`, OLMo's post-norm `ln1`), or None."""
     cfg = model.cfg
-    if cfg.use_normalization_before_and_after:
+    if normalizes_layer_outputs(model):
         name = "ln1_post"
-    elif cfg.original_architecture in POST_NORM_ARCHITECTURES:
+    elif getattr(cfg, "original_architecture", None) in POST_NORM_ARCHITECTURES:
         name = "ln1"
     else:
         return None
@@ -99,7 +99,7 @@ def output_norm(model, layer: int) -> Optional[FrozenNorm]:
 
 
 def final_norm(model) -> Optional[FrozenNorm]:
-    if model.cfg.normalization_type is None or not hasattr(model, "ln_final"):
+    if not has_final_norm(model):
         return None
     return _frozen(model.ln_final, "ln_final")
 
@@ -190,10 +190,12 @@ def residual_components(
             wanted |= {get_act_name("mlp_out", l) for l in layers}
     picked: dict[str, Tensor] = {}
 
-    def keep(activation: Tensor, hook) -> None:  # only the scored position of each prompt
-        picked[hook.name] = activation[rows.to(activation.device), positions.to(activation.device)].double().cpu()
+    def keep(name: str):  # only the scored position of each prompt
+        def hook(activation: Tensor, hook) -> None:
+            picked[name] = activation[rows.to(activation.device), positions.to(activation.device)].double().cpu()
+        return hook
 
-    with model.hooks(fwd_hooks=[(name, keep) for name in sorted(wanted)]):
+    with model.hooks(fwd_hooks=[(name, keep(name)) for name in sorted(wanted)]):
         model(tokens, return_type=None)
 
     labels: list[str] = []
@@ -205,7 +207,7 @@ def residual_components(
     for l in layers:
         attn, norm = model.blocks[l].attn, norms[l]
         heads = torch.einsum("bhd,hdm->bhm", picked[get_act_name("z", l)], attn.W_O.detach().double().cpu())
-        bias = attn.b_O.detach().double().cpu().expand(batch, -1)
+        bias = bias_or_zeros(attn, "b_O", cfg.d_model).detach().double().cpu().expand(batch, -1)
         if norm is not None:
             scale = picked[norm.scale_hook]
             heads, bias = norm.apply(heads, scale[:, None]), norm.apply(bias, scale)
@@ -238,7 +240,8 @@ def direct_logit_attribution(
     cfg = model.cfg
     batch = as_tokens(model, inputs).shape[0]
     a_ids = target_tokens(model, target_a, batch)
-    W_U, b_U = model.unembed.W_U.detach().double().cpu(), model.unembed.b_U.detach().double().cpu()
+    W_U = model.unembed.W_U.detach().double().cpu()
+    b_U = bias_or_zeros(model.unembed, "b_U", W_U.shape[1]).detach().double().cpu()
     direction, bias_diff = W_U[:, a_ids].T, b_U[a_ids]  # [batch, d_model], [batch]
     if target_b is not None:
         b_ids = target_tokens(model, target_b, batch)

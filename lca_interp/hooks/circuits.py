@@ -44,7 +44,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
-from lca_interp.hooks.model import HookedModel
+from lca_interp.hooks.model import HookedModel, kv_head, normalizes_queries_and_keys
 from lca_interp.hooks.select import heads_of
 
 CIRCUITS = ("ov", "qk")
@@ -61,20 +61,20 @@ def ov_circuit(model: HookedModel, layer: int, head: int) -> FactoredMatrix:
     (TL's `W_V` repeats each group's for its query heads) with its own W_O.
     """
     attn = _attention(model, layer, head)
-    return FactoredMatrix(attn.W_V[head].detach(), attn.W_O[head].detach())
+    return FactoredMatrix(attn.W_V[kv_head(model, layer, head)].detach(), attn.W_O[head].detach())
 
 
 def qk_circuit(model: HookedModel, layer: int, head: int) -> FactoredMatrix:
     """W_Q @ W_Kᵀ of one head as a d_model × d_model `FactoredMatrix`: x_query @ QK @ x_keyᵀ is
     the attention score before scaling, biases and positional rotations. Grouped-query heads get
     their group's W_K; models that normalise queries and keys (Gemma 3's q/k RMSNorm) refuse."""
-    if getattr(model.cfg, "use_qk_norm", False):
+    if normalizes_queries_and_keys(model):
         raise ValueError(
             "this model RMS-normalises each head's queries and keys before their product (Gemma 3), so W_Q W_Kᵀ "
             "is not its attention score; read where it attends with hooks.attention instead."
         )
     attn = _attention(model, layer, head)
-    W_K_T = einops.rearrange(attn.W_K[head].detach(), "d_model d_head -> d_head d_model")
+    W_K_T = einops.rearrange(attn.W_K[kv_head(model, layer, head)].detach(), "d_model d_head -> d_head d_model")
     return FactoredMatrix(attn.W_Q[head].detach(), W_K_T)
 
 

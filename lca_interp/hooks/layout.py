@@ -33,7 +33,7 @@ class HookLayout:
     """What a hook's name says about its activation; None where the name does not say."""
 
     ndim: Optional[int]
-    pos_dim: Optional[int]  # None: no position axis (Gemma's q_norm/k_norm flatten positions)
+    pos_dim: Optional[int]  # None: no position axis the name vouches for (Gemma's q_norm/k_norm)
     head_dim: Optional[int] = None
     n_heads: Optional[int] = None
     last: Optional[int] = None
@@ -43,7 +43,7 @@ def hook_layout(model: HookedModel, name: str) -> HookLayout:
     cfg = model.cfg
     parent, _, leaf = name.rpartition(".")
     module = parent.rpartition(".")[2]
-    grouped = cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention
+    grouped = cfg.n_key_value_heads is not None and not getattr(cfg, "ungroup_grouped_query_attention", False)
     kv_heads = cfg.n_key_value_heads if grouped else cfg.n_heads  # grouped-query attention (Gemma)
     if module == "attn":
         if leaf in ("hook_pattern", "hook_attn_scores"):  # [batch, head, query, key]
@@ -53,8 +53,8 @@ def hook_layout(model: HookedModel, name: str) -> HookLayout:
             return HookLayout(4, pos_dim=1, head_dim=2, n_heads=heads, last=cfg.d_head)
         if leaf == "hook_result":
             return HookLayout(4, pos_dim=1, head_dim=2, n_heads=cfg.n_heads, last=cfg.d_model)
-    if module in ("q_norm", "k_norm"):
-        return HookLayout(2, pos_dim=None)
+    if module in ("q_norm", "k_norm"):  # HookedTransformer flattens positions here, a bridge does not
+        return HookLayout(None, pos_dim=None)
     if leaf in ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input"):
         heads = kv_heads if leaf in ("hook_k_input", "hook_v_input") else cfg.n_heads
         return HookLayout(4, pos_dim=1, head_dim=2, n_heads=heads, last=cfg.d_model)

@@ -58,10 +58,12 @@ def logit_lens(
     names = [get_act_name("resid_pre", 0)] + [get_act_name("resid_post", l) for l in range(n_layers)]
     streams: dict[str, Tensor] = {}
 
-    def keep(activation: Tensor, hook) -> None:
-        streams[hook.name] = activation[rows.to(activation.device), positions.to(activation.device)]
+    def keep(name: str):  # by the name asked for: a bridge's hook says its own (blocks.L.hook_out)
+        def hook(activation: Tensor, hook) -> None:
+            streams[name] = activation[rows.to(activation.device), positions.to(activation.device)]
+        return hook
 
-    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+    with model.hooks(fwd_hooks=[(name, keep(name)) for name in names]):
         model(tokens, return_type=None)
     stacked = torch.stack([streams[name] for name in names], 1)  # [batch, stage, d_model]
     flat = stacked.reshape(-1, 1, stacked.shape[-1])

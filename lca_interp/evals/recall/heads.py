@@ -28,6 +28,7 @@ from lca_interp.fit import pearson, permutation_p_value
 from lca_interp.hooks.attention import attention_mass
 from lca_interp.hooks.attribution import direct_logit_attribution
 from lca_interp.hooks.circuits import memory_score, pairs_reference, token_map_circuit
+from lca_interp.hooks.model import final_residual_from
 from lca_interp.hooks.select import Head, over_batches
 from lca_interp.scoring import encode_prompt, encode_target, logits_at
 
@@ -82,11 +83,11 @@ def patch_effects(model, items: Sequence[RecallItem], batch_size: int, progress:
         _, corrupt_cache = model.run_with_cache(corrupt, names_filter=lambda name: name in z_names)
         _, clean_cache = model.run_with_cache(clean, names_filter=lambda name: name in resid_names)
         answers = torch.tensor([item.answer_id for item in chunk])
-        base = _answer_probability(model, clean_cache[resid_names[0]], 0, answers)
+        base = _answer_probability(model, clean, clean_cache[resid_names[0]], 0, answers)
         batch, n_heads = len(chunk), cfg.n_heads
         for layer in range(cfg.n_layers):
-            # A patch in layer l leaves the stream entering l unchanged: start the forward there,
-            # with one copy of the batch per head, copy h patched at head h (one forward a layer).
+            # A patch in layer l leaves the stream entering l unchanged: the forward runs on from
+            # there, with one copy of the batch per head, copy h patched at head h (one a layer).
             entering = clean_cache[resid_names[layer]].repeat(n_heads, 1, 1)
             source = corrupt_cache[z_names[layer]][:, -1]  # [batch, head, d_head]
 
@@ -96,15 +97,16 @@ def patch_effects(model, items: Sequence[RecallItem], batch_size: int, progress:
                 return z
 
             with model.hooks(fwd_hooks=[(z_names[layer], patch_own_head)]):
-                patched = _answer_probability(model, entering, layer, answers.repeat(n_heads))
+                patched = _answer_probability(model, clean.repeat(n_heads, 1), entering, layer, answers.repeat(n_heads))
             effect[layer] += (base.repeat(n_heads) - patched).view(n_heads, batch).sum(1)
     return effect / len(patched_items)
 
 
-def _answer_probability(model, entering: Float[Tensor, "batch pos d_model"], layer: int, answers: Tensor) -> Tensor:
+def _answer_probability(model, tokens: Tensor, entering: Float[Tensor, "batch pos d_model"], layer: int,
+                        answers: Tensor) -> Tensor:
     """P(answer) at the last position of unpadded, equal-length prompts, running the blocks from
     `layer` on the stream entering it."""
-    residual = model(entering, start_at_layer=layer, stop_at_layer=model.cfg.n_layers)
+    residual = final_residual_from(model, tokens, layer, entering)
     rows = torch.arange(entering.shape[0])
     logits = logits_at(model, residual, rows, torch.full_like(rows, entering.shape[1] - 1))
     return logits.float().softmax(-1)[rows, answers.to(logits.device)].cpu()
