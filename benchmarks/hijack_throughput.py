@@ -6,7 +6,7 @@ The hijack evaluation's inner loop: log P(target | prompt) for the two targets o
 k = 0..K generic hijack prompts, on the first N CounterFact records. The implementations:
 
   project       `lca_interp.scoring.score_targets` as `hijack_scores` calls it: right-padded
-                batches, blocks run with `stop_at_layer`, a fact's two targets read off one row
+                batches through the plain transformers stack (no hook attached), a fact's two targets read off one row
                 when one target is a single token, rows run from the cached keys and values of
                 the longest row with the same hijack context (shared stems: facts whose o_ is the
                 same share them), and the scored positions unembedded together, a vocabulary
