@@ -57,9 +57,15 @@ from torch import Tensor
 from transformer_lens.utilities.activation_functions import apply_softcap
 
 from lca_interp.facts import Fact
-from lca_interp.prompts import Donors, check_scheme, hijack_sentences, hijacked_prompt
 from lca_interp.hooks.model import attention_window, bias_or_zeros, has_final_norm
-from lca_interp.shared_prefixes import Stems, covering_rows, final_streams, hooks_attached, stem_streams
+from lca_interp.prompts import Donors, check_scheme, hijack_sentences, hijacked_prompt
+from lca_interp.shared_prefixes import (
+    Stems,
+    covering_rows,
+    final_streams,
+    hooks_attached,
+    stem_streams,
+)
 
 
 def encode_target(model, target: str) -> list[int]:

@@ -41,7 +41,12 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
-from lca_interp.hooks.model import bias_or_zeros, has_final_norm, norm_as_affine, normalizes_layer_outputs
+from lca_interp.hooks.model import (
+    bias_or_zeros,
+    has_final_norm,
+    norm_as_affine,
+    normalizes_layer_outputs,
+)
 from lca_interp.hooks.select import Head, Inputs, as_tokens, last_positions
 from lca_interp.scoring import encode_target
 
