@@ -63,7 +63,7 @@ from lca_interp.shared_prefixes import (
     Stems,
     covering_rows,
     final_streams,
-    hooks_attached,
+    runs_plain,
     stem_streams,
 )
 
@@ -224,8 +224,7 @@ def score_targets(
     for i, (prompt_ids, target_ids) in enumerate(encoded):
         reads[run_of[i]] += [(i, len(prompt_ids) - 1 + j, token) for j, token in enumerate(target_ids)]
     window = attention_window(model)  # local attention masks by slot, which holes would shift
-    plain = not hooks_attached(model) and getattr(model, "plain_stack", None) is not None
-    if not plain or (window is not None and 2 * max(map(len, runs)) > window):
+    if not runs_plain(model) or (window is not None and 2 * max(map(len, runs)) > window):
         batches = ((batch, stream, [0] * len(batch)) for batch, stream in final_streams(model, runs, batch_size, progress))
     else:
         group_of_run: list[Hashable] = [None] * len(runs)

@@ -17,6 +17,7 @@ hook sees whole rows.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Iterator, Sequence
@@ -40,10 +41,16 @@ def final_streams(
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
         batch = order[start : start + batch_size]
         tokens, mask = _padded([sequences[i] for i in batch], _pad_id(model), model.cfg.device)
-        if hooks_attached(model) or getattr(model, "plain_stack", None) is None:
-            yield batch, final_stream(model, tokens)
-        else:
+        if runs_plain(model):
             yield batch, _plain_forward(model.plain_stack, tokens, mask, _positions(mask))
+        else:
+            yield batch, final_stream(model, tokens)
+
+
+def runs_plain(model) -> bool:
+    """Whether forwards here run the plain transformers stack: only with no hook attached (a hook
+    must see the model's own activations) and where the model has one (`load_model` gives it)."""
+    return getattr(model, "plain_stack", None) is not None and not hooks_attached(model)
 
 
 def _positions(mask: Int[Tensor, "batch pos"], start: Optional[Int[Tensor, "batch"]] = None) -> Int[Tensor, "batch pos"]:
@@ -56,10 +63,14 @@ def _plain_forward(plain, tokens, mask, positions, cache=None) -> Float[Tensor, 
     """transformers' decoder stack: its final hidden state is the final norm's output. The KV cache
     keyword is `cache` from transformers 5.24 (`past_key_values` before)."""
     stack = plain.base_model  # the decoder without the unembedding (`model`, GPT-2's `transformer`)
-    cache_keyword = "cache" if "cache" in inspect.signature(stack.forward).parameters else "past_key_values"
     out = stack(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
-                      **{cache_keyword: cache})
+                **{_cache_keyword(type(stack)): cache})
     return out.last_hidden_state
+
+
+@functools.cache
+def _cache_keyword(stack_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(stack_class.forward).parameters else "past_key_values"
 
 
 def covering_rows(sequences: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:

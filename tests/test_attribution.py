@@ -102,3 +102,23 @@ def test_gemma_contributions_add_up_through_its_post_norms(gemma):
     assert attribution.logit_diff[0] > 0 > attribution.logit_diff[1]  # Paris, then hijacked to Chicago
     lens = logit_lens(gemma, PROMPTS[:1], ["Paris"])
     assert lens.probabilities[0, -1, 0] > 0.5 and lens.probabilities[0, 0, 0] < 0.01
+
+
+@pytest.mark.parametrize("d", [8, 7])
+def test_a_norm_is_read_as_the_affine_map_it_is(d):
+    """`norm_as_affine` against the modules' own parameters: LayerNorm centres and has a bias,
+    RMSNorm neither; an odd width reads its last coordinate too."""
+    from lca_interp.hooks.model import norm_as_affine
+
+    gen = torch.Generator().manual_seed(d)
+    layer_norm, rms_norm = torch.nn.LayerNorm(d), torch.nn.RMSNorm(d)
+    with torch.no_grad():
+        for parameter in [*layer_norm.parameters(), *rms_norm.parameters()]:
+            parameter.copy_(torch.randn(d, generator=gen))
+    centres, weight, bias = norm_as_affine(layer_norm)
+    assert centres
+    torch.testing.assert_close(weight, layer_norm.weight.double().detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bias, layer_norm.bias.double().detach(), atol=1e-5, rtol=1e-5)
+    centres, weight, bias = norm_as_affine(rms_norm)
+    assert not centres and bias.abs().max() < 1e-6
+    torch.testing.assert_close(weight, rms_norm.weight.double().detach(), atol=1e-5, rtol=1e-5)

@@ -102,3 +102,13 @@ def test_hijack_scores_from_shared_stems_equal_whole_rows_under_rotary_positions
         with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
             whole = hijack_scores(model, facts, scheme, 3)
         assert torch.allclose(shared.log_prob, whole.log_prob, atol=1e-4, rtol=0)
+
+
+def test_generation_with_the_kv_cache_equals_generation_without(model):
+    """transformers ≥ 5.24 passes the cache to attention as `cache=`, which TL's attention bridges
+    ignore (Llama's included); `hooks.model.repair_kv_cache` makes TL's default, cached generation
+    right again."""
+    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+    cached = model.generate(tokens, max_new_tokens=8, do_sample=False, verbose=False)
+    uncached = model.generate(tokens, max_new_tokens=8, do_sample=False, verbose=False, use_past_kv_cache=False)
+    assert cached.shape == (1, tokens.shape[1] + 8) and torch.equal(cached, uncached)

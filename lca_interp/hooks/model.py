@@ -115,20 +115,26 @@ def norm_as_affine(norm) -> tuple[bool, Tensor, Tensor]:
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = parameter.device if parameter is not None else "cpu"
     d = (parameter.shape[-1] if parameter is not None else None) or _width(norm)
-    signs = torch.ones(d, device=device, dtype=dtype)
+    big = 1e3  # eps (≤ 1e-5) is then invisible next to the scale
+
+    def read(direction: Tensor) -> tuple[Tensor, Tensor]:
+        """The norm at ±big·direction (a zero-mean input of scale big·rms): (bias, weight · direction)."""
+        plus, minus = (norm((sign * big * direction).to(device, dtype)[None, None])[0, 0].double().cpu() for sign in (1, -1))
+        return (plus + minus) / 2, (plus - minus) / 2 * float(direction.square().mean().sqrt())
+
+    signs = torch.ones(d, dtype=torch.float64)
     signs[1::2] = -1
     if d % 2:
-        signs[-1] = 0  # mean stays zero; the last coordinate is read from the constant input below
-    big = 1e3  # eps (≤ 1e-5) is then invisible next to the scale
-    rms = float(signs.square().mean().sqrt())
-    plus, minus = (norm((sign * big * signs)[None, None])[0, 0].double() for sign in (1, -1))
-    bias = (plus + minus) / 2
-    weight = (plus - minus) / 2 * signs.double() / (1 / rms)
-    constant = norm(torch.full((1, 1, d), big, device=device, dtype=dtype))[0, 0].double()
-    centres = bool(torch.allclose(constant, bias, atol=1e-4))
+        signs[-1] = 0  # keeps the mean zero; the last coordinate is read with a second input
+    bias, scaled = read(signs)
+    weight = scaled * signs
     if d % 2:
-        weight[-1] = (constant[-1] - bias[-1]) if not centres else 1.0
-    return centres, weight.cpu(), bias.cpu()
+        last = torch.zeros(d, dtype=torch.float64)
+        last[0], last[-1] = -1, 1
+        weight[-1] = read(last)[1][-1]
+    constant = norm(torch.full((1, 1, d), big, device=device, dtype=dtype))[0, 0].double().cpu()
+    centres = bool(torch.allclose(constant, bias, atol=1e-4))  # a centring norm maps a constant to its bias
+    return centres, weight, bias
 
 
 def _width(norm) -> int:

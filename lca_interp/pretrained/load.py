@@ -98,7 +98,7 @@ def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
         return offline(known, device, dtype, processing, cache_dir), source
     hub_name = known.name if known else official or name
     try:
-        model, prepends_bos = _from_hub(hub_name, device, dtype, processing)
+        model, prepends_bos = _from_transformers(hub_name, device, dtype, processing)
         return model, {"name": hub_name, "source": "Hugging Face hub", "prepends_bos": prepends_bos}
     except OSError as error:
         hint = "" if known else f" or one of the offline models ({', '.join(OFFLINE_MODELS)})"
@@ -112,14 +112,16 @@ def _conversion_dtype(dtype: torch.dtype, processing: bool) -> torch.dtype:
     return torch.float32 if processing else dtype
 
 
-def _from_hub(name: str, device, dtype, processing: bool):
-    """The bridge on a hub model, and whether its own tokenizer prepends BOS."""
+def _from_transformers(source: str, device, dtype, processing: bool, **from_pretrained):
+    """The bridge on the transformers model at `source` (a hub name or a folder), and whether its
+    own tokenizer prepends BOS."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=_conversion_dtype(dtype, processing)).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(source, **from_pretrained)
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=_conversion_dtype(dtype, processing),
+                                                    **from_pretrained).to(device)
     prepends_bos = tokenizer_adds_bos(tokenizer)
-    return bridge_from_hf(name, hf_model, tokenizer, prepends_bos, processing, dtype=dtype), prepends_bos
+    return bridge_from_hf(source, hf_model, tokenizer, prepends_bos, processing, dtype=dtype), prepends_bos
 
 
 def tl_official_name(name: str) -> Optional[str]:
@@ -151,8 +153,6 @@ def _hub_reachable() -> bool:
 
 def _from_local_folder(path: Path, device, dtype, processing: bool):
     """The model and whether its own tokenizer prepends BOS."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not path.is_dir():
         raise ValueError(f"{path} is a file; pass the Hugging Face model folder that contains it.")
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
@@ -161,8 +161,4 @@ def _from_local_folder(path: Path, device, dtype, processing: bool):
                                      ("tokenizer files", has_tokenizer)] if not ok]
     if missing:
         raise FileNotFoundError(f"{path} has no {' and no '.join(missing)}; pass a folder written by save_pretrained with its tokenizer.")
-    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                    dtype=_conversion_dtype(dtype, processing)).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    prepends_bos = tokenizer_adds_bos(tokenizer)
-    return bridge_from_hf(str(path), hf_model, tokenizer, prepends_bos, processing, dtype=dtype), prepends_bos
+    return _from_transformers(str(path), device, dtype, processing, local_files_only=True)
