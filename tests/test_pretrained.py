@@ -214,3 +214,28 @@ def test_the_plain_stack_shares_the_bridges_tensors(gpt2_folder):
     bridge = {t.data_ptr() for t in model.parameters()}
     plain = {t.data_ptr() for t in model.plain_stack.parameters()}
     assert plain <= bridge and len(plain) > 10
+
+
+def test_value_biases_stay_where_transformers_has_them_when_the_output_projection_has_no_bias(tmp_path):
+    """Qwen2 has query/key/value biases and a bias-free o_proj: TL's processing must not fold the
+    value biases into an output bias transformers' module cannot hold (its plain stack would then
+    be off by ~20 in log P, and the load would be refused)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from lca_interp.pretrained.random_weights import save_random_model
+
+    config = Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64)
+    folder = save_random_model(tmp_path / "qwen2", Qwen2ForCausalLM, config)
+    with torch.no_grad():  # value biases that matter
+        reference = AutoModelForCausalLM.from_pretrained(folder)
+        for layer in reference.model.layers:
+            layer.self_attn.v_proj.bias.normal_(0, 1.0)
+        reference.save_pretrained(folder)
+    model = load_model(folder)
+    tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+    with torch.no_grad():
+        expected = reference(tokens).logits.log_softmax(-1)
+        for ours in (model(tokens), model.plain_stack(tokens).logits):
+            assert (ours.log_softmax(-1) - expected).abs().max() < 1e-4
+    assert model.blocks[0].attn.b_V is not None and model.blocks[0].attn.b_V.abs().max() > 0.1

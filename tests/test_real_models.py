@@ -1,11 +1,12 @@
-"""The researcher's first REPL calls on both offline models: TL's tokenizer helpers, and the
-probes on grouped-query attention (SmolLM2) and q/k-normalised attention (Gemma 3)."""
+"""The researcher's first REPL calls on the offline models: TL's tokenizer helpers, and the
+probes on grouped-query attention (SmolLM2, Qwen2), q/k-normalised attention (Gemma 3) and
+attention with query/key/value biases (Qwen2), with no architecture-specific code of ours."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import needs_gemma, needs_smollm2
+from conftest import needs_gemma, needs_qwen, needs_smollm2
 from transformer_lens.utilities import get_act_name
 
 from lca_interp.hooks.attention import attention_mass, capture_patterns
@@ -17,9 +18,9 @@ from lca_interp.hooks.interventions import ablate_heads, mean_head_outputs
 EIFFEL = "The Eiffel Tower is in"
 
 
-@pytest.fixture(params=["gemma", "smollm2"])
+@pytest.fixture(params=["gemma", "smollm2", "qwen"])
 def model(request):
-    mark = needs_gemma if request.param == "gemma" else needs_smollm2
+    mark = {"gemma": needs_gemma, "smollm2": needs_smollm2, "qwen": needs_qwen}[request.param]
     if mark.args[0]:
         pytest.skip(mark.kwargs["reason"])
     return request.getfixturevalue(request.param)
@@ -62,8 +63,10 @@ def test_qk_circuits_refuse_q_k_normalised_attention_and_work_on_grouped_queries
     if normalizes_queries_and_keys(model):  # Gemma 3 (a bridge's cfg.use_qk_norm says False)
         with pytest.raises(ValueError, match="RMS-normalises each head's queries and keys"):
             qk_circuit(model, 0, 0)
-    else:  # SmolLM2: 9 query heads share 3 KV heads
-        assert model.cfg.n_heads == 9 and model.cfg.n_key_value_heads == 3
+    else:  # SmolLM2: 9 query heads share 3 KV heads; Qwen2: 14 share 2
+        heads = (model.cfg.n_heads, model.cfg.n_key_value_heads)
+        assert heads in [(9, 3), (14, 2)]
+        group = 4 // (heads[0] // heads[1])  # query head 4's KV head
         attn = model.blocks[2].attn
-        torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn.W_K[1].detach().T)
-        assert attn.W_K.shape[0] == 3  # one key matrix per KV head, as the bridge stores them
+        torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn.W_K[group].detach().T)
+        assert attn.W_K.shape[0] == heads[1]  # one key matrix per KV head, as the bridge stores them

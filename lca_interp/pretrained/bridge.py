@@ -47,7 +47,8 @@ def bridge_from_hf(source: str, hf_model, tokenizer, prepends_bos: bool, process
         warnings.simplefilter("ignore")
         bridge = TransformerBridge.boot_transformers(
             source, device=str(hf_model.device), dtype=hf_model.dtype, tokenizer=tokenizer, hf_model=hf_model)
-        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processed or not processing)
+        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=processed or not processing,
+                                         fold_value_biases=_has_output_bias(bridge))
     bridge.eval()
     bridge.requires_grad_(False)
     bridge.cfg.default_prepend_bos = prepends_bos
@@ -87,6 +88,15 @@ def plain_stack(bridge):
     if config.tie_word_embeddings:
         plain.tie_weights()
     return plain.to(wrapped.device).eval().requires_grad_(False)
+
+
+def _has_output_bias(bridge) -> bool:
+    """Whether attention's output projection has a bias, into which TL's processing may fold the
+    value biases. Qwen2 has value biases and a bias-free `o_proj`: folded, they would land in a
+    bias transformers' modules have no place for (log P off by 20), so they stay where they are
+    (the logits are the same either way)."""
+    output = getattr(bridge.blocks[0].attn, "o", None)
+    return getattr(getattr(output, "original_component", None), "bias", True) is not None
 
 
 def _tied(wrapped) -> bool:

@@ -136,22 +136,24 @@ def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
     """GGUF → dequantized transformers model → (TL-processed through the bridge) → `folder`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = gguf_path(model)
-    with _one_gguf_reader():
-        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gc.collect()  # the reader's parsed metadata (0.8 GB for Gemma's vocabulary) goes before the bridge
-    # The weights are dequantized float32 now; a config that still names the GGUF quantization
-    # cannot be saved or booted.
-    for holder in (hf_model.config, getattr(hf_model, "hf_quantizer", None)):
-        if holder is not None and hasattr(holder, "quantization_config"):
-            delattr(holder, "quantization_config")
-    hf_model.hf_quantizer = None
-    if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
-        hf_model.config.architectures = [type(hf_model).__name__]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        gguf = gguf_path(model, scratch=staging)  # a GGUF in parts is joined into the staging folder
+        with _one_gguf_reader():
+            hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            gguf_tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if model.parts:
+            gguf.unlink()
+        gc.collect()  # the reader's parsed metadata (0.8 GB for Gemma's vocabulary) goes before the bridge
+        # The weights are dequantized float32 now; a config that still names the GGUF quantization
+        # cannot be saved or booted.
+        for holder in (hf_model.config, getattr(hf_model, "hf_quantizer", None)):
+            if holder is not None and hasattr(holder, "quantization_config"):
+                delattr(holder, "quantization_config")
+        hf_model.hf_quantizer = None
+        if not getattr(hf_model.config, "architectures", None):  # GGUF-loaded configs name none
+            hf_model.config.architectures = [type(hf_model).__name__]
         # An in-memory GGUF tokenizer breaks TL's tokenizer setup; a saved and reloaded one works.
         # A GGUF's tokenizer metadata may ask for BOS where the model's own tokenizer adds none
         # (SmolLM2): the saved tokenizer follows the model's.
@@ -164,7 +166,7 @@ def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
         if processing:
             tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
             hf_model = bridge_from_hf(str(staging), hf_model, tokenizer, model.prepends_bos, processing=True).plain_stack
-        (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": str(gguf)}, indent=1))
+        (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": "joined from its parts" if model.parts else str(gguf)}, indent=1))
         write_cache(staging, hf_model)
         del hf_model
         if folder.exists():

