@@ -118,7 +118,9 @@ def least_work(model, prompts, targets) -> tuple[int, int, float]:
         sequence = tuple(prompt_ids + split_joint(model, prompt_ids, prompt, target)[:-1])
         prefixes.update(sequence[:n] for n in range(1, len(sequence) + 1))
         scored += len(sequence) - len(prompt_ids) + 1
-    body = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("embed", "unembed")))
+    # By storage, not by name: a bridge's parameter names are its wrapped modules'.
+    vocabulary = {model.W_E.untyped_storage().data_ptr(), model.W_U.untyped_storage().data_ptr()}
+    body = sum(p.numel() for p in model.parameters() if p.untyped_storage().data_ptr() not in vocabulary)
     return len(prefixes), scored, 2 * body * len(prefixes) + 2 * model.cfg.d_model * model.cfg.d_vocab * scored
 
 
