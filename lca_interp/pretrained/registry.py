@@ -102,7 +102,7 @@ def gguf_path(model: OfflineModel, scratch: Optional[Path] = None) -> Path:
     return path
 
 
-def _installed(model: OfflineModel, package: str) -> importlib.metadata.Distribution:
+def _installed(model: OfflineModel, package: str):
     """The installed distribution of `package` at the model's version, or one sentence saying how to install it."""
     try:
         distribution = importlib.metadata.distribution(package)

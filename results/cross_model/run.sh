@@ -12,9 +12,9 @@ OUT=results/cross_model
 if [ $# -gt 0 ]; then models=("$@"); else models=(google/gemma-3-270m HuggingFaceTB/SmolLM2-135M-Instruct); fi
 for model in "${models[@]}"; do
   slug=$(basename "$model")
-  run() {  # run NAME ARGS...: one hijack result, skipped when its JSON exists
-    local name=$1; shift
-    [ -f "$OUT/$slug/$name/hijack.json" ] && return
+  run() {  # run NAME ARGS...: one hijack result, skipped when its JSONs exist (an anatomy run
+    local name=$1; shift  # writes hijack.json before anatomy.json, so it is finished only with both)
+    [ -f "$OUT/$slug/$name/hijack.json" ] && { [[ $name != *-anatomy ]] || [ -f "$OUT/$slug/$name/anatomy.json" ]; } && return
     .venv/bin/lca-interp hijack --model "$model" --dataset "$DATA" --max-prepends 4 --out "$OUT/$slug/$name" "$@"
   }
   if [ "$model" = Qwen/Qwen2.5-Coder-0.5B-Instruct ]; then
