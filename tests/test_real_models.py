@@ -70,3 +70,24 @@ def test_qk_circuits_refuse_q_k_normalised_attention_and_work_on_grouped_queries
         attn = model.blocks[2].attn
         torch.testing.assert_close(qk_circuit(model, 2, 4).AB, attn.W_Q[4].detach() @ attn.W_K[group].detach().T)
         assert attn.W_K.shape[0] == heads[1]  # one key matrix per KV head, as the bridge stores them
+
+
+@needs_smollm2
+def test_a_bfloat16_load_gives_float32_probabilities_to_bfloat16_precision(smollm2):
+    """In half precision the load's probe check allows for rounding (bridge and transformers
+    differ by 0.29 nats in bfloat16), so a bfloat16 load works, and reads what float32 reads."""
+    from lca_interp.pretrained import load_model
+
+    half = load_model("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu", dtype="bfloat16")
+    assert half.W_E.dtype == torch.bfloat16 and half.plain_stack.dtype == torch.bfloat16
+    with torch.no_grad():
+        p_half, p_full = (m(m.to_tokens("The Eiffel Tower is located in the city of"))[0, -1].float().softmax(-1)[m.to_single_token(" Paris")] for m in (half, smollm2))
+    assert abs(float(p_half - p_full)) < 0.05 and float(p_full) > 0.5
+
+
+@needs_gemma
+def test_gemma_in_float16_is_refused_in_one_sentence():
+    from lca_interp.pretrained import load_model
+
+    with pytest.raises(ValueError, match="overflows in float16.*load it in bfloat16 or float32"):
+        load_model("google/gemma-3-270m", device="cpu", dtype="float16")

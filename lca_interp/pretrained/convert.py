@@ -164,7 +164,7 @@ def _convert(model: OfflineModel, folder: Path, processing: bool) -> None:
         # the GGUF without parsing its metadata (a minute for Gemma's 262k-token vocabulary) again.
         hf_model.config.save_pretrained(staging / "hf_config")
         if processing:
-            tokenizer = AutoTokenizer.from_pretrained(staging / "tokenizer")
+            tokenizer = saved_tokenizer(staging)
             hf_model = bridge_from_hf(str(staging), hf_model, tokenizer, model.prepends_bos, processing=True).plain_stack
         (staging / "source.json").write_text(json.dumps({**model.to_dict(), "gguf": "joined from its parts" if model.parts else str(gguf)}, indent=1))
         write_cache(staging, hf_model)
@@ -211,10 +211,10 @@ def _read_cache(folder: Path, dtype):
     """The transformers model built without weights, then given the cached tensors themselves, read
     one at a time in `dtype`: the weights are held once, never twice (BENCHMARKS.md)."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     recorded = json.loads((folder / "complete").read_text())["checksum"]
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = saved_tokenizer(folder)
     config = AutoConfig.from_pretrained(folder)
     with init_empty_weights(include_buffers=False):
         hf_model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -228,6 +228,19 @@ def _read_cache(folder: Path, dtype):
     if unset:
         raise DamagedCache(f"the cache in {folder} has no {', '.join(unset[:3])}")
     return hf_model.eval(), tokenizer
+
+
+def saved_tokenizer(folder: Path):
+    """The tokenizer saved under `folder`/tokenizer, loaded as TransformerLens's bridge keeps it:
+    adding BOS (TL strips it again where `cfg.default_prepend_bos` is False). Handed any other
+    tokenizer, the bridge loads it a second time (0.3 GB more for Gemma's 262k-token vocabulary,
+    BENCHMARKS.md). A tokenizer without a BOS token is loaded as it is, as TL keeps it."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder / "tokenizer", add_bos_token=True)
+    except ValueError:  # no BOS token to add
+        return AutoTokenizer.from_pretrained(folder / "tokenizer")
 
 
 READ_BLOCK_BYTES = 1 << 26  # what `_read_into` reads at a time through its buffer
