@@ -30,4 +30,4 @@ for model in "${models[@]}"; do
   run generic-ab --scheme generic --limit 200 --max-prepends 3 --mitigation masked intercept both
   [ -f "$OUT/$slug/recall/recall.json" ] || .venv/bin/lca-interp recall --model "$model" --limit 40 --shots 3 --out "$OUT/$slug/recall"
 done
-.venv/bin/lca-interp compare "$OUT"/*/ --out "$OUT"
+.venv/bin/lca-interp compare "$OUT"/gemma-3-270m/ "$OUT"/Qwen2.5-Coder-0.5B-Instruct/ "$OUT"/SmolLM2-135M-Instruct/ --out "$OUT"
