@@ -24,16 +24,23 @@ the shards of `results/counterfact_full/<model>/generic-float32/shards`, whose s
 dtype, every fact, scheme, k, batch size) are checked as a resumed run checks them. Its float32
 speed is then the speed those shards ran at.
 
+`--mixed` adds a mixed-precision run (`lca-interp hijack --dtype mixed`, `evals.hijack.mixed`): its
+margin bound is calibrated on CounterFact's last `--calibration-records` records (disjoint from the
+first `--limit`), and it prints the bound, the pairs scored again in float32, and its speed with and
+without the calibration's seconds. `--bfloat16-matmul` with no value skips the bfloat16 run.
+
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dtype_agreement.py \\
         --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype] \\
         [--float32-from results/counterfact_full/gemma-3-270m/generic-float32/shards] \\
-        [--bfloat16-matmul native emulated]
+        [--bfloat16-matmul [native] [emulated]] [--mixed]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import time
 from itertools import combinations
 from pathlib import Path
 
@@ -41,6 +48,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
+from lca_interp.evals.hijack.mixed import calibrate, calibration_facts
 from lca_interp.evals.hijack.shards import merged
 from lca_interp.facts import load_facts
 from lca_interp.facts.relations import with_relation_ids
@@ -58,18 +66,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("out/bench-dtype"))
     parser.add_argument("--float32-from", type=Path, help="a full run's shards folder to read float32 from")
-    parser.add_argument("--bfloat16-matmul", nargs="+", choices=("native", "emulated"), default=["native"],
-                        help="how bfloat16's matrix products are computed (see above)")
+    parser.add_argument("--bfloat16-matmul", nargs="*", choices=("native", "emulated"), default=["native"],
+                        help="how bfloat16's matrix products are computed (see above); none: no bfloat16 run")
+    parser.add_argument("--mixed", action="store_true", help="also score in mixed precision (`--dtype mixed`)")
+    parser.add_argument("--calibration-records", type=int, default=200, help="mixed: the last N records calibrate")
     args = parser.parse_args()
     every_fact = with_relation_ids(load_facts(str(COUNTERFACT)).facts)  # as `lca-interp hijack` reads them
     facts = every_fact[: args.limit]
     scoring = HijackScoring("generic", args.max_prepends, args.batch_size)
     scores, speed = {}, {}
-    for variant in ["float32", *(VARIANTS[matmul] for matmul in dict.fromkeys(args.bfloat16_matmul))]:
+    variants = ["float32", *(VARIANTS[matmul] for matmul in dict.fromkeys(args.bfloat16_matmul))] + ["mixed"] * args.mixed
+    for variant in variants:
         dtype = variant.split("-")[0]
         folder = args.out / args.model.split("/")[-1] / variant
         model = load_model(args.model, device="cpu", dtype=dtype)
-        if dtype == "float32" and args.float32_from:
+        if dtype == "mixed":
+            began = time.perf_counter()
+            calibration, described = calibration_facts(every_fact, facts, args.calibration_records, "CounterFact")
+            bound = calibrate(model, calibration, "generic", args.max_prepends, args.batch_size, described=described)
+            calibration_seconds = time.perf_counter() - began
+            scores[variant], seconds = ShardPlan(folder).scores(model, facts, dataclasses.replace(scoring, margin_bound=bound))
+            rescored = scores[variant].rescored
+            print(f"mixed: margin bound {bound.summed:.3f} nats summed, {bound.per_token:.3f} per token (largest errors "
+                  f"{bound.largest_error:.3f}, {bound.largest_error_per_token:.3f} on {bound.calibration_pairs} pairs of "
+                  f"{described}, × {bound.safety:g}); calibration took {calibration_seconds:.1f} s; rescored "
+                  f"{int(rescored.sum())} of {rescored.numel()} (fact, k) pairs ({rescored.double().mean():.1%}; by k "
+                  f"{', '.join(str(v) for v in rescored.sum(1).tolist())}); with the calibration "
+                  f"{scores[variant].log_prob.numel() / (seconds + calibration_seconds):.1f} pairs/s")
+        elif dtype == "float32" and args.float32_from:
             scores[variant], seconds = _stored(ShardPlan(args.float32_from), model, every_fact, scoring, args.limit)
         else:
             with Bfloat16ProductsInFloat32() if variant.endswith("emulated") else contextlib.nullcontext():

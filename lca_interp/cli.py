@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from lca_interp.options import DTYPES, MITIGATIONS, NEIGHBOURHOODS, SCHEMES
+from lca_interp.options import DTYPES, MITIGATIONS, NEIGHBOURHOODS, PRECISIONS, SCHEMES
 
 
 def _add_task_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +43,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="where the toy trains: cpu, cuda, cuda:N or mps (float32 everywhere; the data is the same)")
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+def _add_model_flags(parser: argparse.ArgumentParser, mixed: bool = False) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the best present)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the weights' and activations' dtype")
+    parser.add_argument("--dtype", choices=PRECISIONS if mixed else DTYPES, default="float32",
+                        help="the weights' and activations' dtype" + ("; mixed: bfloat16, and float32 for every (fact, k) "
+                                                                       "whose margin is near a tie" if mixed else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     hijack.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting a local instance")
     hijack.add_argument("--shard-size", type=int, default=200,
                         help="facts per shard; finished shards are kept under OUT/shards and a rerun resumes from them")
-    _add_model_flags(hijack)
+    hijack.add_argument("--calibration-records", type=int, default=200,
+                        help="with --dtype mixed: the dataset's last N records measure the margin bound (they must not be reported)")
+    _add_model_flags(hijack, mixed=True)
     hijack.set_defaults(run=_run_hijack)
 
     recall = commands.add_parser("recall", help="paper B: factual-recall mechanisms and the two mitigations")
@@ -184,22 +188,32 @@ def _run_hijack(args: argparse.Namespace) -> None:
     from lca_interp.facts import load_facts
     from lca_interp.facts.relations import select_relation, with_relation_ids
     from lca_interp.pretrained import load_model
-    from lca_interp.prompts import Donors
+    from lca_interp.prompts import Donors, hijackable
 
     loaded = load_facts(args.dataset, seed=args.seed)
-    facts = loaded.facts
     # relation ids: per-relation ES, --relation, donors
-    facts = with_relation_ids(facts, args.known_1000, required=bool(args.relation) or args.scheme == "relation")
+    every_fact = with_relation_ids(loaded.facts, args.known_1000, required=bool(args.relation) or args.scheme == "relation")
+    facts = every_fact
     donors = Donors.of(facts) if args.scheme == "relation" else None  # donors come from every fact
     if args.relation:
         facts = select_relation(facts, args.relation)
     facts = facts[: args.limit] if args.limit else facts
     shards = ShardPlan(args.out / "shards", args.shard_size, args.workers, args.ray_address, model=args.model)
+    if args.dtype == "mixed":  # checked before anything loads
+        from lca_interp.evals.hijack.mixed import calibrate, calibration_facts
+
+        calibration, described = calibration_facts(every_fact, facts, args.calibration_records, args.dataset)
+        calibration, _ = hijackable(calibration, args.scheme, donors)
     model = load_model(args.model, args.device, args.dtype)
     intercept = final_intercept(model, batch_size=args.batch_size) if set(args.mitigation) - {"masked"} else None
+    margin_bound = None
+    if args.dtype == "mixed":
+        margin_bound = calibrate(model, calibration, args.scheme, args.max_prepends, args.batch_size, donors,
+                                 described=described, progress=True)
     result = hijack_with_mitigations(model, facts, args.mitigation, intercept, scheme=args.scheme,
                                      max_prepends=args.max_prepends, batch_size=args.batch_size, model_name=args.model,
-                                     dataset_name=args.dataset, seed=args.seed, donors=donors, shards=shards)
+                                     dataset_name=args.dataset, seed=args.seed, donors=donors, shards=shards,
+                                     margin_bound=margin_bound)
     result.skipped_records += len(loaded.skipped)
     result.relation = args.relation
     report.save(result, args.out / "hijack.json", _settings(args))

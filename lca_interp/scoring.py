@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities.activation_functions import apply_softcap
 
@@ -175,12 +175,16 @@ class TargetScores:
 
     log_prob: Float[Tensor, "*shape"]  # float64
     n_tokens: Int[Tensor, "*shape"]
+    # mixed precision (`evals.hijack.mixed`): the (k, fact) pairs scored again in float32
+    rescored: Optional[Bool[Tensor, "k fact"]] = None
 
     def per_token(self) -> Float[Tensor, "*shape"]:
         """The mean log-probability per target token (ROME's CounterFact reading)."""
         return self.log_prob / self.n_tokens
 
     def view(self, *shape: int) -> "TargetScores":
+        if self.rescored is not None:
+            raise ValueError("scores with rescored pairs keep their [k, fact, 2] shape.")
         return TargetScores(self.log_prob.view(*shape), self.n_tokens.view(*shape))
 
 

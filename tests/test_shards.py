@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_gemma
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -182,3 +183,18 @@ def test_bfloat16_runs_end_to_end_close_to_float32_and_says_so(gpt2_folder, tmp_
         log_probs[dtype] = load_file(tmp_path / dtype / "shards" / "plain" / "000000-000001.safetensors")["log_prob"]
     assert not torch.equal(log_probs["bfloat16"], log_probs["float32"])  # it did run in bfloat16
     torch.testing.assert_close(log_probs["bfloat16"], log_probs["float32"], rtol=0.02, atol=0.0)
+
+
+@needs_counterfact
+@needs_gemma
+def test_the_committed_full_counterfact_shards_still_match_their_run(gemma):
+    """`results/counterfact_full` resumes from its committed shards: settings added since (mixed
+    precision's bound) must not make them another run's."""
+    from lca_interp.evals.hijack import HijackScoring, ShardPlan
+    from lca_interp.facts import load_facts
+    from lca_interp.facts.relations import with_relation_ids
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "counterfact_full" / "gemma-3-270m" / "generic-float32" / "shards"
+    facts = with_relation_ids(load_facts(str(COUNTERFACT)).facts)
+    done = ShardPlan(folder).finished(gemma, facts, HijackScoring("generic", 4))
+    assert len(done) == 110 and sorted(done)[-1] == (21800, len(facts))

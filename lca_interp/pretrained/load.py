@@ -51,11 +51,17 @@ def load_model(
 ):
     """A `TransformerBridge` from a local HF folder, the hub, or an offline model's PyPI GGUF, on
     `device` (default: the best present, `devices.best_device`) in `dtype` (float32, bfloat16 or
-    float16, by name or torch dtype).
+    float16, by name or torch dtype). "mixed" gives the float32 model carrying a bfloat16 copy of
+    itself as `bfloat16_twin`, which hijack scoring runs first (`evals.hijack.mixed`).
 
     Raises ValueError (unknown name, hub unreachable with no offline source, bad device or dtype)
     or FileNotFoundError (a folder missing files), each with one sentence saying what to pass.
     """
+    if dtype == "mixed":
+        model = load_model(name_or_path, device, torch.float32, processing, cache_dir)
+        model.bfloat16_twin = load_model(name_or_path, device, torch.bfloat16, processing, cache_dir)
+        model.lca_interp_source["dtype"] = "mixed"
+        return model
     name = str(name_or_path)
     device, dtype = str(resolve_device(device)), resolve_dtype(dtype)
     model, source = _load(name, device, dtype, processing, Path(cache_dir) if cache_dir else default_cache_dir())

@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from lca_interp.evals.hijack.mixed import MarginBound
 from lca_interp.evals.hijack.shards import HijackScoring, ShardPlan
 from lca_interp.facts import Fact
 from lca_interp.pretrained import describe
@@ -57,6 +58,7 @@ class HijackResult:
     relation: Optional[str] = None  # the one relation id the facts were restricted to, if any
     seconds: float = 0.0  # this run's wall time
     shard_seconds: Optional[float] = None  # a sharded run's: the seconds its shards took, summed over workers and resumed runs
+    precision: dict = field(default_factory=dict)  # what scored it: a dtype, or mixed with its bound (`precision`)
 
     def to_dict(self) -> dict:
         return {"kind": KIND, **asdict(self)}
@@ -100,16 +102,18 @@ def hijack_result(scores: TargetScores, facts: Sequence[Fact], scheme: str, mode
 def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepends: int = 3, batch_size: int = 16,
                model_name: str = "", dataset_name: str = "", seed: int = 0, n_bootstrap: int = 1000,
                progress: bool = True, donors: Optional[Donors] = None, shards: Optional[ShardPlan] = None,
-               mitigation: Optional[str] = None, intercept: Optional[Tensor] = None) -> HijackResult:
+               mitigation: Optional[str] = None, intercept: Optional[Tensor] = None,
+               margin_bound: Optional[MarginBound] = None) -> HijackResult:
     """Score every fact with k = 0..max_prepends hijack sentences; both targets, one batched run.
     The relation scheme needs `donors` and leaves out (and counts) facts that have none.
     `shards`: score in resumable shards, in this process or on Ray workers (`evals.shards`).
-    `mitigation`: one of paper B's fixes applied while scoring (`intercept`: the final MLP's)."""
+    `mitigation`: one of paper B's fixes applied while scoring (`intercept`: the final MLP's).
+    `margin_bound`: score in mixed precision (`mixed`; the model loaded with dtype="mixed")."""
     began = time.perf_counter()
     facts, unusable = hijackable(facts, scheme, donors)
     if not facts:
         raise ValueError(f"no fact can be hijacked by the {scheme} scheme (none has a donor of its relation).")
-    scoring = HijackScoring(scheme, max_prepends, batch_size, donors, mitigation, intercept)
+    scoring = HijackScoring(scheme, max_prepends, batch_size, donors, mitigation, intercept, margin_bound)
     shard_seconds = None
     if shards is None:
         scores = scoring.scores(model, facts, progress)
@@ -117,8 +121,19 @@ def run_hijack(model, facts: Sequence[Fact], scheme: str = "generic", max_prepen
         scores, shard_seconds = shards.scores(model, facts, scoring, progress)
     result = hijack_result(scores, facts, scheme, model_name, dataset_name, seed, n_bootstrap)
     result.shard_seconds = shard_seconds
+    result.precision = precision(model, scores, margin_bound)
     result.skipped_records, result.model_source, result.seconds = unusable, describe(model), time.perf_counter() - began
     return result
+
+
+def precision(model, scores: TargetScores, margin_bound: Optional[MarginBound]) -> dict:
+    """What the scores were computed in; for mixed precision, the bound and the pairs that float32
+    scored again, in all and by k."""
+    if margin_bound is None:
+        dtype = describe(model).get("dtype", "float32")
+        return {"scored_in": "float32" if dtype == "mixed" else dtype}  # a mixed model's float32 half
+    return {"scored_in": "mixed", "margin_bound": asdict(margin_bound), "pairs": int(scores.rescored.numel()),
+            "rescored_pairs": int(scores.rescored.sum()), "rescored_by_k": scores.rescored.sum(1).tolist()}
 
 
 def hijack_with_mitigations(model, facts: Sequence[Fact], names: Sequence[str], intercept: Optional[Tensor] = None,
@@ -126,6 +141,7 @@ def hijack_with_mitigations(model, facts: Sequence[Fact], names: Sequence[str], 
     """`run_hijack` without a fix, and under each of paper B's `names` (hooks.mitigations), the
     latter kept in `mitigations`. `intercept`: the final MLP's, for "intercept" and "both"."""
     result = run_hijack(model, facts, **hijack_kwargs)
+    hijack_kwargs["margin_bound"] = None  # mitigations act through hooks, on the float32 model
     for name in dict.fromkeys(names):
         result.mitigations[name] = asdict(run_hijack(model, facts, mitigation=name, intercept=intercept, **hijack_kwargs))
     return result

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from lca_interp import artifacts
 from lca_interp.facts import Fact
+from lca_interp.evals.hijack.mixed import MarginBound, mixed_hijack_scores
 from lca_interp.hooks.mitigations import mitigation
 from lca_interp.pretrained import describe
 from lca_interp.prompts import Donors
@@ -50,9 +51,17 @@ class HijackScoring:
     donors: Optional[Donors] = None
     mitigation: Optional[str] = None
     intercept: Optional[Tensor] = None
+    margin_bound: Optional[MarginBound] = None  # mixed precision (`mixed`): bfloat16 first, near ties in float32
+
+    def __post_init__(self) -> None:
+        if self.margin_bound is not None and self.mitigation is not None:
+            raise ValueError("mixed precision scores the model as it is; score mitigations in float32 or bfloat16.")
 
     def scores(self, model, facts: Sequence[Fact], progress: bool = False) -> TargetScores:
         """[k, fact, (true, false)] log-probabilities and target lengths."""
+        if self.margin_bound is not None:
+            return mixed_hijack_scores(model, facts, self.scheme, self.max_prepends, self.margin_bound, self.batch_size,
+                                       progress, self.donors)
         with mitigation(model, self.mitigation, self.intercept):
             return hijack_scores(model, facts, self.scheme, self.max_prepends, self.batch_size, progress, self.donors)
 
@@ -63,7 +72,9 @@ class HijackScoring:
                 "donors": _digest(sorted((list(key), value) for key, value in self.donors.statements.items()))
                 if self.donors is not None else None,
                 "intercept": hashlib.sha256(self.intercept.detach().cpu().double().numpy().tobytes()).hexdigest()
-                if self.intercept is not None else None}
+                if self.intercept is not None else None,
+                # only where set, so shards written before mixed precision existed still match
+                **({"margin_bound": asdict(self.margin_bound)} if self.margin_bound is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -129,8 +140,10 @@ class ShardPlan:
         for (start, end), shard, seconds in scored:
             metadata = {"settings": json.dumps(settings), "threads": str(1 if self.uses_ray else torch.get_num_threads()),
                         "seconds": repr(seconds)}
-            artifacts.save_tensors(_shard_path(variant, start, end), {"log_prob": shard.log_prob, "n_tokens": shard.n_tokens},
-                                   metadata)
+            tensors = {"log_prob": shard.log_prob, "n_tokens": shard.n_tokens}
+            if shard.rescored is not None:
+                tensors["rescored"] = shard.rescored
+            artifacts.save_tensors(_shard_path(variant, start, end), tensors, metadata)
             done[(start, end)] = shard, seconds
             bar.update(end - start)
         bar.close()
@@ -139,9 +152,10 @@ class ShardPlan:
 
 def merged(shards: dict[tuple[int, int], tuple[TargetScores, float]], spans: Sequence[tuple[int, int]]) -> tuple[TargetScores, float]:
     """The scores of `spans`' shards joined in that order, and their seconds summed."""
-    return (TargetScores(torch.cat([shards[span][0].log_prob for span in spans], dim=1),
-                         torch.cat([shards[span][0].n_tokens for span in spans], dim=1)),
-            sum(shards[span][1] for span in spans))
+    parts = [shards[span][0] for span in spans]
+    rescored = torch.cat([part.rescored for part in parts], dim=1) if all(p.rescored is not None for p in parts) else None
+    return (TargetScores(torch.cat([part.log_prob for part in parts], dim=1), torch.cat([part.n_tokens for part in parts], dim=1),
+                         rescored), sum(shards[span][1] for span in spans))
 
 
 def _timed(scoring: HijackScoring, model, facts: Sequence[Fact]) -> tuple[TargetScores, float]:
@@ -181,7 +195,7 @@ def _finished_shards(folder: Path, settings: dict) -> dict[tuple[int, int], tupl
             differ = sorted(key for key in settings if (written or {}).get(key) != settings[key])
             raise ValueError(f"{path} was written by a run with other settings ({', '.join(differ)}); rerun with the "
                              "same settings or use another --out.")
-        done[(start, end)] = TargetScores(tensors["log_prob"], tensors["n_tokens"]), seconds
+        done[(start, end)] = TargetScores(tensors["log_prob"], tensors["n_tokens"], tensors.get("rescored")), seconds
     return done
 
 
