@@ -27,7 +27,9 @@ speed is then the speed those shards ran at.
 `--mixed` adds a mixed-precision run (`lca-interp hijack --dtype mixed`, `evals.hijack.mixed`): its
 margin bound is calibrated on CounterFact's last `--calibration-records` records (disjoint from the
 first `--limit`), and it prints the bound, the pairs scored again in float32, and its speed with and
-without the calibration's seconds. `--bfloat16-matmul` with no value skips the bfloat16 run.
+without the calibration's seconds. `--bfloat16-matmul` with no value skips the bfloat16 run. `--mixed-from SHARDS` reads the mixed side
+from a `--dtype mixed` run over every record but the calibration's (`results/counterfact_full/<model>/
+generic-mixed/shards`), as `--float32-from` reads float32.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dtype_agreement.py \\
         --model google/gemma-3-270m --limit 2000 [--max-prepends 4] [--out out/bench-dtype] \\
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("out/bench-dtype"))
     parser.add_argument("--float32-from", type=Path, help="a full run's shards folder to read float32 from")
+    parser.add_argument("--mixed-from", type=Path, help="with --mixed: a `--dtype mixed` run's shards folder to read it from")
     parser.add_argument("--bfloat16-matmul", nargs="*", choices=("native", "emulated"), default=["native"],
                         help="how bfloat16's matrix products are computed (see above); none: no bfloat16 run")
     parser.add_argument("--mixed", action="store_true", help="also score in mixed precision (`--dtype mixed`)")
@@ -85,7 +88,10 @@ def main() -> None:
             calibration, described = calibration_facts(every_fact, facts, args.calibration_records, "CounterFact")
             bound = calibrate(model, calibration, "generic", args.max_prepends, args.batch_size, described=described)
             calibration_seconds = time.perf_counter() - began
-            scores[variant], seconds = ShardPlan(folder).scores(model, facts, dataclasses.replace(scoring, margin_bound=bound))
+            mixed_scoring = dataclasses.replace(scoring, margin_bound=bound)
+            scores[variant], seconds = _stored(ShardPlan(args.mixed_from), model, every_fact[: len(every_fact) - args.calibration_records],
+                                               mixed_scoring, args.limit) if args.mixed_from else \
+                ShardPlan(folder).scores(model, facts, mixed_scoring)
             rescored = scores[variant].rescored
             print(f"mixed: margin bound {bound.summed:.3f} nats summed, {bound.per_token:.3f} per token (largest errors "
                   f"{bound.largest_error:.3f}, {bound.largest_error_per_token:.3f} on {bound.calibration_pairs} pairs of "
@@ -137,13 +143,17 @@ class Bfloat16ProductsInFloat32(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 def _stored(plan: ShardPlan, model, every_fact, scoring: HijackScoring, limit: int) -> tuple[TargetScores, float]:
-    """The first `limit` facts' scores from a finished run over `every_fact`, and their seconds."""
+    """The first `limit` facts' scores from a finished run over `every_fact`, and the seconds of the
+    shards that hold them (a shard that runs past `limit` is cut, its seconds in proportion)."""
     done = plan.finished(model, every_fact, scoring)
     spans = sorted(span for span in done if span[0] < limit)
-    if [start for start, _ in spans] != list(range(0, limit, plan.shard_size)) or spans[-1][1] != limit:
-        raise SystemExit(f"{plan.folder} does not hold shards covering exactly facts 0..{limit}: pick a --limit "
-                         f"that is a multiple of its shard size ({plan.shard_size}) and already scored.")
-    return merged(done, spans)
+    if [start for start, _ in spans] != list(range(0, limit, plan.shard_size)) or spans[-1][1] < limit:
+        raise SystemExit(f"{plan.folder} does not hold shards covering facts 0..{limit}: score them first.")
+    scores, seconds = merged(done, spans)
+    (start, end), last_seconds = spans[-1], done[spans[-1]][1]
+    seconds -= last_seconds * (end - limit) / (end - start)
+    rescored = scores.rescored[:, :limit] if scores.rescored is not None else None
+    return TargetScores(scores.log_prob[:, :limit], scores.n_tokens[:, :limit], rescored), seconds
 
 
 if __name__ == "__main__":
