@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import time
 from itertools import combinations
 from pathlib import Path
@@ -50,7 +51,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lca_interp.evals.hijack import HijackScoring, ShardPlan
-from lca_interp.evals.hijack.mixed import calibrate, calibration_facts
+from lca_interp.evals.hijack.mixed import MarginBound, calibrate, calibration_facts
 from lca_interp.evals.hijack.shards import merged
 from lca_interp.facts import load_facts
 from lca_interp.facts.relations import with_relation_ids
@@ -83,11 +84,15 @@ def main() -> None:
         dtype = variant.split("-")[0]
         folder = args.out / args.model.split("/")[-1] / variant
         model = load_model(args.model, device="cpu", dtype=dtype)
-        if dtype == "mixed":
+        if dtype == "mixed" and args.mixed_from:  # the run's own bound, as its shards were written with
+            written = json.loads((args.mixed_from.parent / "hijack.json").read_text())["precision"]
+            bound, calibration_seconds = MarginBound(**written["margin_bound"]), 0.0
+        if dtype == "mixed" and not args.mixed_from:
             began = time.perf_counter()
             calibration, described = calibration_facts(every_fact, facts, args.calibration_records, "CounterFact")
             bound = calibrate(model, calibration, "generic", args.max_prepends, args.batch_size, described=described)
             calibration_seconds = time.perf_counter() - began
+        if dtype == "mixed":
             mixed_scoring = dataclasses.replace(scoring, margin_bound=bound)
             scores[variant], seconds = _stored(ShardPlan(args.mixed_from), model, every_fact[: len(every_fact) - args.calibration_records],
                                                mixed_scoring, args.limit) if args.mixed_from else \
@@ -95,7 +100,7 @@ def main() -> None:
             rescored = scores[variant].rescored
             print(f"mixed: margin bound {bound.summed:.3f} nats summed, {bound.per_token:.3f} per token (largest errors "
                   f"{bound.largest_error:.3f}, {bound.largest_error_per_token:.3f} on {bound.calibration_pairs} pairs of "
-                  f"{described}, × {bound.safety:g}); calibration took {calibration_seconds:.1f} s; rescored "
+                  f"{bound.calibration}, × {bound.safety:g}); calibration took {calibration_seconds:.1f} s; rescored "
                   f"{int(rescored.sum())} of {rescored.numel()} (fact, k) pairs ({rescored.double().mean():.1%}; by k "
                   f"{', '.join(str(v) for v in rescored.sum(1).tolist())}); with the calibration "
                   f"{scores[variant].log_prob.numel() / (seconds + calibration_seconds):.1f} pairs/s")
