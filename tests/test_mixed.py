@@ -78,6 +78,8 @@ def test_near_ties_reads_either_margin(mixed, facts):
     only_summed = near_ties(scores, _bound(float(summed.abs().max()), -1.0))
     only_per_token = near_ties(scores, _bound(-1.0, float(per_token.abs().max())))
     assert only_summed.all() and only_per_token.all() and not near_ties(scores, _bound(-1.0, -1.0)).any()
+    scores.log_prob[0, 1, 0] = math.nan  # an overflow is scored again, never decided
+    assert near_ties(scores, _bound(-1.0, -1.0)).flatten().tolist() == [False, True] + [False] * (scores.log_prob[..., 0].numel() - 2)
 
 
 def test_a_model_without_a_twin_is_refused(gpt2_folder, facts):

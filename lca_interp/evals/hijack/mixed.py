@@ -19,6 +19,7 @@ model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,15 +75,18 @@ def calibrate(model, facts: Sequence[Fact], scheme: str, max_prepends: int, batc
     fast = hijack_scores(twin_of(model), facts, scheme, max_prepends, batch_size, progress, donors)
     exact = hijack_scores(model, facts, scheme, max_prepends, batch_size, progress, donors)
     errors = [float((f - e).abs().max()) for f, e in zip(margins(fast), margins(exact))]
+    if not all(map(math.isfinite, errors)):
+        raise ValueError("bfloat16 gives non-finite log-probabilities on the calibration facts; score in float32.")
     return MarginBound(summed=safety * errors[0], per_token=safety * errors[1], largest_error=errors[0],
                        largest_error_per_token=errors[1], safety=safety, calibration_pairs=fast.log_prob[..., 0].numel(),
                        calibration=described or f"{len(facts)} facts")
 
 
 def near_ties(scores: TargetScores, bound: MarginBound) -> Bool[Tensor, "k fact"]:
-    """The (k, fact) pairs whose margin, by either reading, is within the bound of zero."""
+    """The (k, fact) pairs whose margin, by either reading, is within the bound of zero, or is not
+    a number at all (a bfloat16 overflow decides nothing)."""
     summed, per_token = margins(scores)
-    return (summed.abs() <= bound.summed) | (per_token.abs() <= bound.per_token)
+    return ~(summed.abs() > bound.summed) | ~(per_token.abs() > bound.per_token)
 
 
 def mixed_hijack_scores(model, facts: Sequence[Fact], scheme: str, max_prepends: int, bound: MarginBound,
