@@ -312,11 +312,16 @@ def hijack_scores(
     return score_targets(model, prompts, targets, batch_size, progress, groups).view(max_prepends + 1, len(facts), 2)
 
 
-def flips(scores: TargetScores, per_token: bool = False) -> Float[Tensor, "k fact"]:
-    """1 where the false target beats the true one: summed log-probabilities (paper A) or, with
-    `per_token`, mean log-probabilities per token (ROME's CounterFact code)."""
+def margin(scores: TargetScores, per_token: bool = False) -> Float[Tensor, "k fact"]:
+    """log P(o_) − log P(o*): summed over the targets' tokens (paper A) or, with `per_token`, of the
+    mean log-probabilities per token (ROME's CounterFact code). An ES decision is its sign."""
     values = scores.per_token() if per_token else scores.log_prob
-    return (values[..., 1] > values[..., 0]).double()
+    return values[..., 1] - values[..., 0]
+
+
+def flips(scores: TargetScores, per_token: bool = False) -> Float[Tensor, "k fact"]:
+    """1 where the false target beats the true one, by either reading (`margin`)."""
+    return (margin(scores, per_token) > 0).double()
 
 
 def efficacy_score(scores: TargetScores, per_token: bool = False) -> list[float]:

@@ -123,3 +123,11 @@ def test_mixed_precision_cannot_score_under_a_mitigation():
 
     with pytest.raises(ValueError, match="mixed precision scores the model as it is"):
         HijackScoring("generic", 1, mitigation="masked", margin_bound=_bound(1.0, 1.0))
+
+
+def test_a_mixed_results_figure_says_how_much_float32_rescored():
+    from lca_interp.report.hijack import _precision_note
+
+    assert "12.5% of (fact, k) rescored in float32" in _precision_note({"precision": {"scored_in": "mixed", "pairs": 8,
+                                                                                       "rescored_pairs": 1}})
+    assert _precision_note({"precision": {"scored_in": "float32"}}) == "" and _precision_note({}) == ""

@@ -9,6 +9,14 @@ from pathlib import Path
 from lca_interp.report.figures import pyplot, save_figure
 
 
+def _precision_note(data: dict) -> str:
+    """", mixed precision (x% in float32)" for a mixed-precision result, else nothing."""
+    precision = data.get("precision") or {}
+    if precision.get("scored_in") != "mixed":
+        return ""
+    return f",\nmixed precision: {precision['rescored_pairs'] / precision['pairs']:.1%} of (fact, k) rescored in float32"
+
+
 def figure(data: dict):
     plt = pyplot()
     fig, (ax_es, ax_p) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -19,7 +27,7 @@ def figure(data: dict):
         ax_es.plot(k, data["efficacy_score_per_token"], marker="x", color="C2", label="ES, mean log P per token (ROME)")
         ax_es.fill_between(k, data["ci_low_per_token"], data["ci_high_per_token"], color="C2", alpha=0.15)
     ax_es.set(xlabel="prepended sentences k", ylabel="efficacy score  P(o_) > P(o*)", ylim=(0, 1), xticks=k,
-              title=f"{data['model']}: {data['scheme']} on {data['dataset']} (n = {data['n']})")
+              title=f"{data['model']}: {data['scheme']} on {data['dataset']} (n = {data['n']}){_precision_note(data)}")
     ax_p.plot(k, data["p_true_mean"], marker="o", label="mean P(o*)")
     ax_p.plot(k, data["p_false_mean"], marker="s", label="mean P(o_)")
     for name, other in data.get("mitigations", {}).items():

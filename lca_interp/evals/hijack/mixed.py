@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lca_interp.facts import Fact
 from lca_interp.prompts import Donors
-from lca_interp.scoring import TargetScores, hijack_requests, hijack_scores, score_targets
+from lca_interp.scoring import TargetScores, hijack_requests, hijack_scores, margin, score_targets
 
 SAFETY = 2.0  # the bound is this many times the largest margin error seen in calibration
 
@@ -49,9 +49,8 @@ class MarginBound:
 
 
 def margins(scores: TargetScores) -> tuple[Float[Tensor, "k fact"], Float[Tensor, "k fact"]]:
-    """log P(o_) − log P(o*) of every (k, fact): summed, and per target token."""
-    per_token = scores.per_token()
-    return scores.log_prob[..., 1] - scores.log_prob[..., 0], per_token[..., 1] - per_token[..., 0]
+    """`scoring.margin` of every (k, fact) by both readings: summed, and per target token."""
+    return margin(scores), margin(scores, per_token=True)
 
 
 def twin_of(model):
