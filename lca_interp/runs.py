@@ -30,8 +30,10 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def settings_of(task: LCATask, toy: ToyConfig, config) -> dict:
-    """Every setting needed to rebuild the task and the model and to repeat the training."""
-    return {"task": task.to_dict(), "toy": toy.to_dict(), "train": config.to_dict() if config is not None else None}
+    """Every setting needed to rebuild the task and the model and to repeat the training (the
+    sampler included: the same seed draws other batches under another one)."""
+    return {"task": task.to_dict(), "toy": toy.to_dict(), "train": config.to_dict() if config is not None else None,
+            "sampler": task.sampler}
 
 
 def run_config(task: LCATask, toy: ToyConfig, config) -> dict:

@@ -42,6 +42,8 @@ NeighbourhoodName = Literal["all", "hamming1", "cluster1", "cluster2"]
 MAX_M = 12
 # Log-likelihoods are sums of at most L float64 terms; candidates closer than this are ties.
 TIE_TOLERANCE = 1e-9
+# The two ways `LCATask.sample` draws tokens; training settings record which one made the batches.
+XOR_ALIAS, ROW_CDF = "xor-alias", "row-cdf"
 
 
 def as_generator(seed: int | torch.Generator) -> torch.Generator:
@@ -122,9 +124,10 @@ class LCATask(Config):
     mask: Bool[Tensor, "V V"] = field(init=False, repr=False, compare=False)
     pi: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
     p: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
-    # Row-normalised CDFs of p and π, built once: sampling then gathers rows instead of summing them.
-    cdf_p: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
-    cdf_pi: Float[Tensor, "V V"] = field(init=False, repr=False, compare=False)
+    # How `sample` draws tokens (see there): alias tables over XOR offsets for a neighbourhood that
+    # looks the same from every z* (every named one), else row-normalised CDFs of p and π.
+    sampler: str = field(init=False, compare=False)
+    _tables: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or not 1 <= self.m <= MAX_M:
@@ -155,8 +158,12 @@ class LCATask(Config):
         object.__setattr__(self, "mask", mask)
         object.__setattr__(self, "pi", pi)
         object.__setattr__(self, "p", p)
-        object.__setattr__(self, "cdf_p", _cdf(p))
-        object.__setattr__(self, "cdf_pi", _cdf(pi))
+        if _xor_invariant(mask):  # p(z | z*) = p(z ⊕ z* | 0): one table serves every z*
+            object.__setattr__(self, "sampler", XOR_ALIAS)
+            object.__setattr__(self, "_tables", (_alias_table(p[0]), _alias_table(pi[0])))
+        else:
+            object.__setattr__(self, "sampler", ROW_CDF)
+            object.__setattr__(self, "_tables", (_cdf(p), _cdf(pi)))
 
     def _resolve_mask(self) -> Bool[Tensor, "V V"]:
         if isinstance(self.neighbourhood, str):
@@ -215,18 +222,24 @@ class LCATask(Config):
     ) -> tuple[Int[Tensor, "batch L"], Int[Tensor, "batch"]]:
         """Draw `batch_size` contexts x and their labels y = ι(z*), vectorized.
 
-        Inverse-CDF sampling in float64; each CDF row is normalised so its last entry is exactly 1,
-        and uniforms lie in [0, 1), so a zero-probability token can never be returned.
+        One float64 uniform per token. A neighbourhood that looks the same from every z* (N(z*) =
+        z* ⊕ N(0), true of every named one) makes p(z | z*) = p(z ⊕ z* | 0), so a token is z* ⊕ e
+        with the offset e drawn from one alias table (two gathers and a compare per token; the
+        table's threshold is 0 for a zero-probability offset, which is then never returned).
+        Other masks use inverse-CDF sampling on each z*'s row, each CDF ending at exactly 1.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
         gen = as_generator(seed)
-        V, L = self.vocab_size, self.context_len
-        y = torch.randint(V, (batch_size,), generator=gen)
-        u_context = torch.rand(batch_size, L - 1, generator=gen, dtype=torch.float64)
+        y = torch.randint(self.vocab_size, (batch_size,), generator=gen)
+        u_context = torch.rand(batch_size, self.context_len - 1, generator=gen, dtype=torch.float64)
         u_last = torch.rand(batch_size, 1, generator=gen, dtype=torch.float64)
-        context = torch.searchsorted(self.cdf_p[y], u_context, right=True)
-        last = torch.searchsorted(self.cdf_pi[y], u_last, right=True)
+        table_p, table_pi = self._tables
+        if self.sampler == XOR_ALIAS:
+            offsets = torch.cat([_alias_draw(table_p, u_context), _alias_draw(table_pi, u_last)], dim=1)
+            return offsets ^ y[:, None], y
+        context = torch.searchsorted(table_p[y], u_context, right=True)
+        last = torch.searchsorted(table_pi[y], u_last, right=True)
         return torch.cat([context, last], dim=1), y
 
     # ------------------------------------------------------------------ exact inference
@@ -293,3 +306,40 @@ def _inverse_cdf(
     probs: Float[Tensor, "batch V"], uniforms: Float[Tensor, "batch n"]
 ) -> Int[Tensor, "batch n"]:
     return torch.searchsorted(_cdf(probs), uniforms, right=True)
+
+
+def _xor_invariant(mask: Bool[Tensor, "V V"]) -> bool:
+    """Whether N(z*) = z* ⊕ N(0) for every z* (then π and p are too: D_H(z, z*) = |z ⊕ z*|)."""
+    tokens = torch.arange(mask.shape[0])
+    return bool((mask[tokens[:, None], tokens[:, None] ^ tokens[None, :]] == mask[0]).all())
+
+
+def _alias_table(probs: Float[Tensor, "V"]) -> tuple[Float[Tensor, "V"], Int[Tensor, "V"]]:
+    """Walker's alias table (Vose's construction): column c keeps itself when a uniform fraction
+    falls below threshold[c], else gives alias[c]. Columns of probability 0 have threshold 0."""
+    V = len(probs)
+    scaled = (probs / probs.sum() * V).tolist()
+    threshold, alias = [0.0] * V, list(range(V))
+    small = [c for c, s in enumerate(scaled) if s < 1.0]
+    large = [c for c, s in enumerate(scaled) if s >= 1.0]
+    while small and large:
+        low, high = small.pop(), large.pop()
+        threshold[low], alias[low] = scaled[low], high
+        scaled[high] -= 1.0 - scaled[low]
+        (small if scaled[high] < 1.0 else large).append(high)
+    for column in small + large:  # what round-off leaves: columns of mass ≈ 1, which keep themselves
+        if probs[column] <= 0:
+            raise RuntimeError("alias table: a zero-probability column was left over; this is a bug.")
+        threshold[column] = 1.0
+    return torch.tensor(threshold, dtype=torch.float64), torch.tensor(alias)
+
+
+def _alias_draw(
+    table: tuple[Float[Tensor, "V"], Int[Tensor, "V"]], uniforms: Float[Tensor, "batch n"]
+) -> Int[Tensor, "batch n"]:
+    """One draw per uniform in [0, 1): its top log2(V) bits pick the column, the rest the side
+    (V is a power of two, so the split is exact in float64)."""
+    threshold, alias = table
+    scaled = uniforms * len(threshold)
+    column = scaled.long()
+    return torch.where(scaled - column < threshold[column], column, alias[column])

@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -44,17 +45,28 @@ def last_position_logits(
     W_V: Float[Tensor, "toy d d_head"],
     x: Int[Tensor, "toy batch L"],
 ) -> Float[Tensor, "toy batch V"]:
-    """Each toy's logits at the last position of its contexts (W_O = I, W_U = W_Eᵀ, no biases)."""
+    """Each toy's logits at the last position of its contexts (W_O = I, W_U = W_Eᵀ, no biases).
+
+    Contexts shorter than L are padded on the left with the token id V (`pad_contexts`), which
+    counts for nothing, so toys of different context lengths share one call."""
     toys = torch.arange(x.shape[0], device=x.device)[:, None]
+    V = W_E.shape[1]
     query = W_E[toys, x[..., -1]] @ W_Q  # [toy, batch, d_head]
     query_in_resid = query @ W_K.transpose(1, 2)  # [toy, batch, d]: the query read back as a key
     scores = query_in_resid @ W_E.transpose(1, 2) / math.sqrt(W_Q.shape[-1])  # [toy, batch, V]
-    counts = torch.zeros(*x.shape[:2], W_E.shape[1], dtype=torch.long, device=x.device)
-    counts.scatter_add_(2, x, torch.ones_like(x))  # [toy, batch, V]
+    counts = torch.zeros(*x.shape[:2], V + 1, dtype=torch.long, device=x.device)
+    counts = counts.scatter_add_(2, x, torch.ones_like(x))[..., :V]  # [toy, batch, V]; the pad column dropped
     log_count = torch.arange(x.shape[-1] + 1, dtype=W_E.dtype, device=x.device).log()  # log 0 = −inf
     attention_by_token = torch.softmax(scores + log_count[counts], dim=-1)  # [toy, batch, V]
     z = (attention_by_token @ W_E) @ W_V  # [toy, batch, d_head]
     return z @ W_E.transpose(1, 2)
+
+
+def pad_contexts(contexts: Sequence[Int[Tensor, "batch _"]], pad: int) -> Int[Tensor, "toy batch L"]:
+    """Stack contexts of different lengths, the shorter ones padded on the left with `pad` (= V,
+    which `last_position_logits` ignores), so every context ends at the last position."""
+    length = max(c.shape[1] for c in contexts)
+    return torch.stack([F.pad(c, (length - c.shape[1], 0), value=pad) for c in contexts])
 
 
 class ToyStack:
@@ -80,7 +92,6 @@ class ToyStack:
             weights = [dict(m.named_parameters())[name] for m in models]
             self.trains[name] = torch.tensor([w.requires_grad for w in weights], device=self.device)
             self.params[name] = torch.stack([w.detach() for w in weights]).requires_grad_(bool(self.trains[name].any()))
-        self.trainable = [name for name, p in self.params.items() if p.requires_grad]
         self.exp_avg = {name: torch.zeros_like(self.params[name]) for name in self.trainable}
         self.exp_avg_sq = {name: torch.zeros_like(self.params[name]) for name in self.trainable}
         # Per-toy AdamW scalars in float64, as torch.optim.AdamW computes them in Python floats
@@ -93,8 +104,14 @@ class ToyStack:
     def __len__(self) -> int:
         return len(self.configs)
 
-    def logits(self, x: Int[Tensor, "toy batch L"], toys: slice = slice(None)) -> Float[Tensor, "toy batch V"]:
-        """Logits of the toys `toys` (default: all), each on its own contexts x[toy]."""
+    @property
+    def trainable(self) -> list[str]:
+        """The weights some toy of the stack still trains (the others get no gradient at all)."""
+        return [name for name, p in self.params.items() if p.requires_grad]
+
+    def logits(self, x: Int[Tensor, "toy batch L"], toys: slice | Tensor = slice(None)) -> Float[Tensor, "toy batch V"]:
+        """Logits of the toys `toys` (a slice or an index tensor; default: all), each on its own
+        contexts x[toy] (padded on the left with V where they are shorter)."""
         p = self.params
         heads = [p[name][toys, 0] for name in PARAMETERS[1:]]  # one head: [toy, d, d_head]
         return last_position_logits(p["embed.W_E"][toys], *heads, x)
@@ -124,8 +141,10 @@ class ToyStack:
         index = torch.tensor(list(indices), dtype=torch.long, device=self.device)
         self.configs = [self.configs[i] for i in indices]
         for name, param in self.params.items():
-            self.params[name] = param.detach()[index].requires_grad_(param.requires_grad)
             self.trains[name] = self.trains[name][index]
+            # Once no toy left trains a weight (the trained-W_E toys plateau before the frozen
+            # ones), its gradient is no longer computed.
+            self.params[name] = param.detach()[index].requires_grad_(bool(self.trains[name].any()))
         for moments in (self.exp_avg, self.exp_avg_sq):
             for name in moments:
                 moments[name] = moments[name][index]

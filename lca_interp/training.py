@@ -9,8 +9,9 @@ measured on one fixed draw from a separate stream, beside the Bayes-optimal accu
 draw (the ceiling of `lca_interp.task`).
 
 `train_many` trains several toys in one batched step (`lca_interp.toy_stack`): toys of one shape
-(V, L, d, batch size) share each forward and backward, and each keeps its own task, seed, frozen
-weights, learning rate and schedule; a toy leaves the stack when it is done. `train` is the
+(V, d, batch size) share each forward and backward, whatever their context lengths, and each keeps
+its own task, seed, frozen weights, learning rate and schedule; a toy leaves the stack when it is
+done. Toys due for an evaluation at the same step are evaluated in one batched pass. `train` is the
 same loop with one toy. A toy trained in a stack ends with the weights it would have alone, up to
 float round-off (tested).
 
@@ -26,13 +27,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -41,7 +43,7 @@ from lca_interp.devices import resolve_device
 from lca_interp.runs import CHECKPOINT_FILE, load_checkpoint, save_checkpoint, save_run, settings_of
 from lca_interp.task import LCATask, derive_seed
 from lca_interp.toy import LCAToy, ToyConfig
-from lca_interp.toy_stack import ToyStack
+from lca_interp.toy_stack import ToyStack, pad_contexts
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
@@ -101,8 +103,8 @@ class Run:
 
     @property
     def shape(self) -> tuple:
-        """What toys must share to train in one stack."""
-        return (self.task.vocab_size, self.task.context_len, self.toy.d_model, self.config.batch_size)
+        """What toys must share to train in one stack (context lengths may differ: padding)."""
+        return (self.task.vocab_size, self.toy.d_model, self.config.batch_size)
 
 
 def eval_set(task: LCATask, config: TrainConfig) -> tuple[Int[Tensor, "n L"], Int[Tensor, "n"]]:
@@ -113,17 +115,22 @@ def eval_set(task: LCATask, config: TrainConfig) -> tuple[Int[Tensor, "n L"], In
 @torch.no_grad()
 def evaluate(model: LCAToy, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"]) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model's last-position prediction, hooks included."""
-    return _accuracy_and_loss(lambda part: model(part, last_position_only=True), x, y)
+    chunk = max(16, 2**17 // x.shape[1])  # the hooked forward holds [batch, L, d] activations
+    accuracy, loss = _accuracy_and_loss(lambda start, end: model(x[start:end], last_position_only=True), y, chunk)
+    return float(accuracy), float(loss)
 
 
-def _accuracy_and_loss(logits_of, x: Int[Tensor, "batch L"], y: Int[Tensor, "batch"]) -> tuple[float, float]:
-    chunk = max(16, 2**17 // x.shape[1])  # bounds activation memory for long contexts
-    correct, loss = 0.0, 0.0
-    for start in range(0, len(y), chunk):
-        logits, target = logits_of(x[start : start + chunk]), y[start : start + chunk]
-        correct += (logits.argmax(-1) == target).sum().item()
-        loss += F.cross_entropy(logits, target, reduction="sum").item()
-    return correct / len(y), loss / len(y)
+def _accuracy_and_loss(
+    logits_of: Callable[[int, int], Float[Tensor, "*toy chunk V"]], y: Int[Tensor, "*toy batch"], chunk: int
+) -> tuple[Float[Tensor, "*toy"], Float[Tensor, "*toy"]]:
+    """(accuracy, mean cross-entropy) over the batch axis, for one toy or a stack of toys, from the
+    logits of contexts [start, end) taken `chunk` at a time (bounding activation memory)."""
+    correct, loss = torch.zeros(y.shape[:-1], dtype=torch.float64), torch.zeros(y.shape[:-1], dtype=torch.float64)
+    for start in range(0, y.shape[-1], chunk):
+        logits, target = logits_of(start, start + chunk), y[..., start : start + chunk]
+        correct += (logits.argmax(-1) == target).sum(-1).cpu()
+        loss += F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction="none").view(target.shape).sum(-1).cpu()
+    return correct / y.shape[-1], loss / y.shape[-1]
 
 
 def plateaued(history: list[dict], window: int, gain: float) -> bool:
@@ -188,54 +195,79 @@ def _train_stack(runs: list[Run], progress: bool, device: torch.device) -> list[
             stack.load(i, saved.weights, saved.optimizer)
             state.step = state.resumed_from = saved.step
             state.history, state.seconds = saved.history, saved.seconds
+    pad = runs[0].task.vocab_size  # a token id no context holds (`pad_contexts`)
     evaluation = [eval_set(run.task, run.config) for run in runs]
     bayes = [run.task.bayes_accuracy(*data) for run, data in zip(runs, evaluation)]
     evaluation = [(x.to(device), y.to(device)) for x, y in evaluation]
-
-    def eval_toy(slot: int, i: int) -> tuple[float, float]:
-        x, y = evaluation[i]
-        with torch.no_grad():
-            return _accuracy_and_loss(lambda part: stack.logits(part[None], slice(slot, slot + 1))[0], x, y)
-
     active = list(range(len(runs)))  # stack slot → run index
-    results: dict[int, TrainResult] = {}
+
+    def evaluate_slots(slots: list[int]) -> dict[int, tuple[float, float]]:
+        """Held-out (accuracy, loss) of the toys in `slots`, those with equal eval sizes in one pass."""
+        scores = {}
+        by_size = defaultdict(list)
+        for slot in slots:
+            by_size[len(evaluation[active[slot]][1])].append(slot)
+        for group in by_size.values():
+            xs = [evaluation[active[slot]][0] for slot in group]
+            y = torch.stack([evaluation[active[slot]][1] for slot in group])
+            index = torch.tensor(group, device=device)
+
+            def logits_of(start: int, end: int) -> Tensor:
+                return stack.logits(pad_contexts([x[start:end] for x in xs], pad), index)
+
+            with torch.no_grad():
+                accuracy, loss = _accuracy_and_loss(logits_of, y, chunk=max(16, 2**21 // (len(group) * pad)))
+            scores |= {slot: (float(a), float(l)) for slot, a, l in zip(group, accuracy, loss)}
+        return scores
+
+    def record_evaluations(slots: list[int], train_losses: Optional[Tensor] = None) -> None:
+        for slot, (accuracy, loss) in evaluate_slots(slots).items():
+            i = active[slot]
+            train_loss = train_losses[slot].item() if train_losses is not None else None
+            states[i].history.append({"step": states[i].step, "train_loss": train_loss, "accuracy": accuracy, "loss": loss})
+            bar.set_postfix(acc=f"{accuracy:.3f}", bayes=f"{bayes[i]:.3f}", toys=len(active))
 
     def finish_done() -> None:
         nonlocal active
         finished = [slot for slot, i in enumerate(active) if states[i].done()]
+        # A toy stops at an evaluation (its last step or a plateau), whose numbers are final;
+        # only a toy resumed already done is evaluated here.
+        unevaluated = [slot for slot in finished if not states[active[slot]].history
+                       or states[active[slot]].history[-1]["step"] != states[active[slot]].step]
+        final = evaluate_slots(unevaluated)
         for slot in finished:
             i = active[slot]
-            accuracy, loss = eval_toy(slot, i)
+            accuracy, loss = final.get(slot) or (states[i].history[-1]["accuracy"], states[i].history[-1]["loss"])
             results[i] = _finish(states[i], stack.model(slot), accuracy, loss, bayes[i])
         if finished:
             active = [i for slot, i in enumerate(active) if slot not in finished]
             stack.keep([slot for slot in range(len(stack)) if slot not in finished])
 
-    for slot, i in enumerate(active):  # the step-0 evaluation that the plateau rule compares with
-        if states[i].step == 0 and runs[i].config.plateau_window:
-            states[i].history.append({"step": 0, "train_loss": None, **dict(zip(("accuracy", "loss"), eval_toy(slot, i)))})
-    finish_done()
+    results: dict[int, TrainResult] = {}
     total = sum(run.config.steps for run in runs)
     bar = tqdm(total=total, initial=sum(s.step for s in states), desc=f"train {len(runs)} toy(s)", disable=not progress)
+    # The step-0 evaluation that the plateau rule compares with.
+    record_evaluations([slot for slot, i in enumerate(active) if states[i].step == 0 and runs[i].config.plateau_window])
+    finish_done()
     while active:
         began = time.perf_counter()
         batches = [runs[i].task.sample(runs[i].config.batch_size, derive_seed(runs[i].config.seed, TRAIN_STREAM, states[i].step))
                    for i in active]
-        x = torch.stack([b[0] for b in batches]).to(device)  # [toy, batch, L]
+        x = pad_contexts([b[0] for b in batches], pad).to(device)  # [toy, batch, L]
         y = torch.stack([b[1] for b in batches]).to(device)  # [toy, batch]
         logits = stack.logits(x)
         losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)  # [toy]
         losses.sum().backward()  # toys share nothing, so each toy's gradient is its own loss's
         stack.adamw_step()
+        for i in active:
+            states[i].step += 1
+        record_evaluations([slot for slot, i in enumerate(active)
+                            if states[i].step % runs[i].config.eval_every == 0 or states[i].step == runs[i].config.steps],
+                           losses.detach())
         share = (time.perf_counter() - began) / len(active)
         for slot, i in enumerate(active):
             state, config = states[i], runs[i].config
-            state.step += 1
             state.seconds += share
-            if state.step % config.eval_every == 0 or state.step == config.steps:
-                accuracy, loss = eval_toy(slot, i)
-                state.history.append({"step": state.step, "train_loss": losses[slot].item(), "accuracy": accuracy, "loss": loss})
-                bar.set_postfix(acc=f"{accuracy:.3f}", bayes=f"{bayes[i]:.3f}", toys=len(active))
             periodic = config.checkpoint_every and state.step % config.checkpoint_every == 0
             if state.run.out_dir is not None and (periodic or state.done()):
                 save_checkpoint(state.run.out_dir / CHECKPOINT_FILE, stack.model(slot), stack.optimizer_state(slot),

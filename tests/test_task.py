@@ -619,3 +619,27 @@ def test_runtime_shape_checking_is_active_under_pytest():
 
     with pytest.raises(jaxtyping.TypeCheckError):
         _inverse_cdf(torch.full((2, 3), 1 / 3, dtype=torch.float64), torch.zeros(3, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("m, name", [(3, "all"), (4, "hamming1"), (4, "cluster1"), (5, "cluster2")])
+def test_alias_tables_hold_exactly_the_offset_distributions(m, name):
+    """A named neighbourhood looks the same from every z*, so one alias table per distribution
+    serves every output; each column's mass, read back from the table, is V·P(offset)."""
+    from lca_interp.task import XOR_ALIAS, _alias_table
+
+    task = LCATask(m=m, omega=0.3, beta=0.7, context_len=8, neighbourhood=name)
+    assert task.sampler == XOR_ALIAS
+    tokens = torch.arange(task.vocab_size)
+    for probs in (task.p, task.pi):  # row z* is row 0 read through z ↦ z ⊕ z*
+        torch.testing.assert_close(probs[tokens[:, None], tokens[:, None] ^ tokens[None, :]], probs[0].expand_as(probs),
+                                   rtol=0, atol=1e-15)
+        threshold, alias = _alias_table(probs[0])
+        mass = threshold.clone().index_add_(0, alias, 1 - threshold)
+        torch.testing.assert_close(mass / task.vocab_size, probs[0], rtol=0, atol=1e-13)
+        assert (threshold[probs[0] == 0] == 0).all() and (probs[0][alias] > 0).all()
+
+
+def test_a_mask_that_differs_by_output_is_sampled_row_by_row():
+    from lca_interp.task import ROW_CDF
+
+    assert LCATask(m=3, context_len=4, neighbourhood=asymmetric_mask(3)).sampler == ROW_CDF

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lca_interp.task import LCATask, derive_seed
 from lca_interp.toy import LCAToy, ToyConfig
-from lca_interp.toy_stack import ToyStack, last_position_logits
+from lca_interp.toy_stack import ToyStack, last_position_logits, pad_contexts
 from lca_interp.training import TRAIN_STREAM, Run, TrainConfig, plateaued, train, train_many
 
 
@@ -56,12 +56,14 @@ def test_training_matches_a_textbook_loop_on_the_hooked_toy(frozen):
 
 
 def test_a_toy_trained_in_a_stack_ends_where_it_would_alone():
-    """Tasks, seeds, learning rates, lengths of training and frozen weights all differ per toy."""
+    """Tasks, context lengths, seeds, learning rates, lengths of training and frozen weights all
+    differ per toy."""
     settings = [(0, 1e-2, "all", 25, {}), (1, 1e-3, "cluster1", 15, {"freeze_wv": True}),
                 (2, 3e-3, "hamming1", 20, {"freeze_embed": True}), (3, 1e-2, "all", 10, {"freeze_wv": True, "freeze_embed": True})]
-    runs = [Run(LCATask(m=4, context_len=10, neighbourhood=nb), ToyConfig(d_vocab=16, d_model=8, n_ctx=10, seed=seed, **frozen),
+    lengths = [10, 7, 12, 10]  # contexts of other lengths share the stack, padded
+    runs = [Run(LCATask(m=4, context_len=L, neighbourhood=nb), ToyConfig(d_vocab=16, d_model=8, n_ctx=L, seed=seed, **frozen),
                 TrainConfig(steps=steps, batch_size=16, lr=lr, weight_decay=0.01, eval_every=5, eval_samples=100, seed=seed))
-            for seed, lr, nb, steps, frozen in settings]
+            for L, (seed, lr, nb, steps, frozen) in zip(lengths, settings)]
     together = train_many(runs, progress=False)
     for run, result in zip(runs, together):
         alone = train(run.task, run.toy, run.config, progress=False)
@@ -75,11 +77,38 @@ def test_a_toy_trained_in_a_stack_ends_where_it_would_alone():
             assert torch.equal(result.model.W_E, init.W_E)
 
 
-def test_toys_of_other_shapes_train_in_separate_stacks_and_keep_their_order():
+def test_toys_of_other_widths_train_in_separate_stacks_and_keep_their_order(monkeypatch):
+    import lca_interp.training as training
+
+    stacks, train_stack = [], training._train_stack
+    monkeypatch.setattr(training, "_train_stack", lambda runs, *a: stacks.append(runs) or train_stack(runs, *a))
     runs = [Run(LCATask(m=3, context_len=L), ToyConfig(d_vocab=8, d_model=d, n_ctx=L), TrainConfig(steps=3, batch_size=4, eval_every=3, eval_samples=20))
             for L, d in [(5, 4), (6, 4), (5, 8), (5, 4)]]
     results = train_many(runs, progress=False)
     assert [(r.task.context_len, r.model.cfg.d_model) for r in results] == [(5, 4), (6, 4), (5, 8), (5, 4)]
+    assert [[(r.task.context_len, r.toy.d_model) for r in stack] for stack in stacks] == [[(5, 4), (6, 4), (5, 4)], [(5, 8)]]
+
+
+def test_padding_on_the_left_leaves_the_logits_unchanged(make_toy, randomize):
+    toys = [randomize(make_toy(8, 6, n_ctx=9, seed=s), seed=s) for s in range(2)]
+    stack = ToyStack(toys, [1e-3] * 2, [0.0] * 2)
+    short, long = torch.randint(8, (5, 4)), torch.randint(8, (5, 9))
+    padded = pad_contexts([short, long], pad=8)
+    assert padded.shape == (2, 5, 9) and (padded[0, :, :5] == 8).all() and torch.equal(padded[0, :, 5:], short)
+    torch.testing.assert_close(stack.logits(padded), torch.stack([stack.logits(short[None], slice(0, 1))[0],
+                                                                   stack.logits(long[None], slice(1, 2))[0]]))
+
+
+def test_a_weight_no_remaining_toy_trains_gets_no_gradient(make_toy):
+    toys = [make_toy(8, 4, seed=0), LCAToy(ToyConfig(d_vocab=8, d_model=4, n_ctx=4, freeze_embed=True))]
+    stack = ToyStack(toys, [1e-3] * 2, [0.0] * 2)
+    assert "embed.W_E" in stack.trainable
+    stack.keep([1])  # the toy that trained W_E is done
+    assert "embed.W_E" not in stack.trainable and not stack.params["embed.W_E"].requires_grad
+    stack.logits(torch.randint(8, (1, 3, 4))).sum().backward()
+    before = stack.params["embed.W_E"].clone()
+    stack.adamw_step()
+    assert torch.equal(stack.params["embed.W_E"], before)
 
 
 def test_plateau_rule_compares_with_the_evaluation_one_window_earlier():
