@@ -54,3 +54,17 @@ def test_emulation_leaves_other_dtypes_and_ops_alone(products_in_float32):
         product, softmax = a @ b, x.softmax(-1)
     assert torch.equal(product, a @ b)  # float32 products: PyTorch's own kernel, bit for bit
     assert softmax.dtype == torch.bfloat16 and torch.equal(softmax, x.softmax(-1))
+
+
+@pytest.mark.parametrize("freeze_embed, freeze_wv", [(False, False), (True, False), (False, True), (True, True)])
+def test_a_toy_steps_least_work_is_the_hand_count_of_its_products(freeze_embed, freeze_wv):
+    """Six products of B rows (three d × d, three d × V) forward, two gradients each backward,
+    less the gradients a frozen weight does not need: W_E enters one d × d product (through the
+    query's gathered rows) and all three d × V ones, W_V one d × d product."""
+    from lca_interp.toy import ToyConfig
+
+    B, V, d, L = 32, 16, 24, 8
+    toy = ToyConfig(d_vocab=V, d_model=d, n_ctx=L, freeze_embed=freeze_embed, freeze_wv=freeze_wv)
+    forward_macs = B * (3 * d * d + 3 * d * V)
+    skipped = (B * d * d + 3 * B * d * V) * freeze_embed + B * d * d * freeze_wv
+    assert _benchmark("zoo_work").step_flops(toy, B, L) == (2 * (3 * forward_macs - skipped), 2 * forward_macs // B)
