@@ -181,6 +181,12 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as profiled:
             implementations["project"]()
         print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counted:  # what `project` multiplies, padding and all
+            implementations["project"]()
+        by_op = {str(op): flops for op, flops in counted.get_flop_counts()["Global"].items()}
+        print(f"project's products: {counted.get_total_flops() / 1e9:.0f} GFLOP counted ({by_op})")
     prefixes, scored, flops = least_work(model, prompts, targets)
     rate = matmul_rate(model)
     print(f"least work: {prefixes} distinct prefix tokens and {scored} scored positions = {flops / 1e9:.0f} GFLOP; "

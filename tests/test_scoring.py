@@ -22,7 +22,7 @@ from lca_interp.scoring import (
     score_targets,
     target_log_probs,
 )
-from lca_interp.shared_prefixes import Stems, covering_rows, even_chunks
+from lca_interp.shared_prefixes import Stems, covering_rows, even_chunks, padding_chunks
 
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact.json"
 
@@ -142,6 +142,25 @@ def test_even_chunks_are_fewest_and_balanced():
             assert [x for c in chunks for x in c] == list(range(n))
             assert len(chunks) == -(-n // cap) and all(0 < size <= cap for size in sizes)
             assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+def test_padding_chunks_reach_the_fewest_token_slots_of_any_cut():
+    """Against every way of cutting the length-sorted rows into consecutive chunks of ≤ cap."""
+    import itertools
+
+    generator = torch.Generator().manual_seed(0)
+    for n, cap, overhead in [(1, 4, 16), (6, 3, 0), (7, 4, 5), (8, 8, 16), (8, 2, 1)]:
+        lengths = torch.randint(1, 30, (n,), generator=generator).tolist()
+        items = [f"row{i}" for i in range(n)]
+        chunks = padding_chunks(items, lengths, cap, overhead)
+        assert sorted(x for c in chunks for x in c) == sorted(items) and all(0 < len(c) <= cap for c in chunks)
+        length_of = dict(zip(items, lengths))
+        cost = sum(len(c) * max(length_of[x] for x in c) + overhead for c in chunks)
+        ordered = sorted(lengths, reverse=True)
+        best = min(sum((b - a) * ordered[a] + overhead for a, b in zip((0, *cuts), (*cuts, n)))
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+                   if all(b - a <= cap for a, b in zip((0, *cuts), (*cuts, n))))
+        assert cost == best
 
 
 def test_stems_are_the_longest_run_of_each_group_and_unshared_runs_stand_alone():
