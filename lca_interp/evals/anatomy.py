@@ -82,7 +82,7 @@ def prompt_spans(model, fact: Fact, scheme: str, k: int, donors: Optional[Donors
 
 @dataclass
 class HeadMeasures:
-    """Per-head means ([layer][head]) over one split's facts."""
+    """Per-head means (`[layer][head]`) over one split's facts."""
 
     mass_context: list[list[float]]
     mass_named: list[list[float]]

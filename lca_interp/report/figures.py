@@ -13,10 +13,12 @@ from lca_interp import artifacts
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use; a
+    notebook's inline backend is kept, so figures drawn there show in the notebook."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

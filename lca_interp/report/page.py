@@ -60,14 +60,21 @@ def _view_html(view: View) -> str:
     )
 
 
+@dataclass
+class Inline:
+    """Parts shown inline in a notebook, offline: Jupyter renders `_repr_html_`, which carries the
+    circuitsvis bundle itself (circuitsvis's own notebook output imports it from a CDN)."""
+
+    parts: Sequence[Part]
+
+    def _repr_html_(self) -> str:
+        body = [part if isinstance(part, str) else _view_html(part) for part in self.parts]
+        script = f"<script>{_circuitsvis_bundle()}</script>\n" if any(isinstance(p, View) for p in self.parts) else ""
+        return script + "\n".join(body)
+
+
 def render_page(title: str, parts: Sequence[Part]) -> str:
     """One self-contained page: HTML fragments and circuitsvis views, the bundle inlined once."""
-    body = [part if isinstance(part, str) else _view_html(part) for part in parts]
-    script = (
-        f"<script>{_circuitsvis_bundle()}</script>\n"
-        if any(isinstance(part, View) for part in parts)
-        else ""
-    )
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title>\n<style>body{{font-family:sans-serif;max-width:"
@@ -75,7 +82,7 @@ def render_page(title: str, parts: Sequence[Part]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}td.num{text-align:right;"
         "font-variant-numeric:tabular-nums}.wide{overflow-x:auto}img{max-width:100%}"
         ".caption{color:#444;font-size:0.92em;max-width:75ch}</style>\n"
-        f"</head><body>\n<h1>{html.escape(title)}</h1>\n{script}" + "\n".join(body) + "\n</body></html>\n"
+        f"</head><body>\n<h1>{html.escape(title)}</h1>\n{Inline(parts)._repr_html_()}\n</body></html>\n"
     )
 
 

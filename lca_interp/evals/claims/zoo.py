@@ -3,7 +3,7 @@
 `Zoo` keeps each toy in `root/<name>-<hash of its settings>/` (a run folder, `lca_interp.runs`):
 trained the first time, loaded afterwards, resumed from its checkpoint when a run was cut short.
 `Reproduction` turns the claims' `ToySpec`s into runs at its scale, trains every missing one in
-one `train_many` call (toys of one shape share a stack), and hands the claims their toys: the
+one `train_many` call (toys of one width share a stack), and hands the claims their toys: the
 fixed-budget toy of a seed, or, for a spec trained to the plateau, the toys of the learning rate
 chosen on validation accuracy (`Selection`).
 """
