@@ -142,6 +142,22 @@ def test_two_ray_workers_give_the_serial_result_exactly(gpt2_folder, serial, tmp
 
 
 @needs_counterfact
+def test_a_cluster_that_refuses_the_client_names_ray_token_auth(gpt2_folder, tmp_path, monkeypatch, capsys):
+    """Ray 2.60's `ray start --head` asks clients for a token; without RAY_AUTH_MODE=token the
+    join only says it failed to connect, so the error says what to set."""
+    ray = pytest.importorskip("ray")
+
+    def refused(**kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert main(_argv(gpt2_folder, tmp_path / "out", "--workers", "2", "--ray-address", "127.0.0.1:6390")) == 2
+    assert ("lca-interp hijack: error: Failed to connect to Ray cluster at 127.0.0.1:6390; a cluster started with "
+            "`ray start --head` asks clients for its token: set RAY_AUTH_MODE=token.\n") in capsys.readouterr().err
+
+
+@needs_counterfact
 def test_shards_of_other_settings_are_refused_and_left_as_they_were(gpt2_folder, serial, capsys):
     before = {path: path.read_bytes() for path in serial.rglob("*") if path.is_file()}
     assert main(_argv(gpt2_folder, serial, "--max-prepends", "1")) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -223,7 +224,13 @@ def _score_in_ray(plan: ShardPlan, model, facts: Sequence[Fact], scoring: Hijack
     if started:
         local = {} if plan.ray_address else {"num_cpus": plan.workers, "_system_config": {"worker_niceness": 0}}
         # Ray runs workers at niceness 15 by default; here they are the run, not background work.
-        ray.init(address=plan.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
+        try:  # "local": a fresh instance even where `ray start` left a cluster running on this machine
+            ray.init(address=plan.ray_address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
+        except ConnectionError as error:
+            # Ray 2.60's `ray start --head` turns on token auth; a client without it only sees "failed to connect".
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                "; a cluster started with `ray start --head` asks clients for its token: set RAY_AUTH_MODE=token")
+            raise ConnectionError(f"{str(error).rstrip('.')}{hint}.") from None
     try:
         gpus = 1 / plan.workers if str(source.get("device", "cpu")).startswith("cuda") else 0
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(_ShardScorer)
