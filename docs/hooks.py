@@ -46,14 +46,10 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 def on_files(files, config):
-    """results/**/*.html and the figures beside them, as files of the site (under results/), so
-    the results page links them and the build checks those links."""
+    """results/**/*.html as files of the site (under results/), so the results page links them and
+    the build checks those links; each page carries its figures, so nothing else is copied."""
     from mkdocs.structure.files import File
 
     for page in sorted((ROOT / "results").rglob("*.html")):
-        for item in sorted(page.parent.iterdir()):
-            if item.is_file() and item.suffix in (".html", ".png"):
-                path = item.relative_to(ROOT).as_posix()
-                if files.get_file_from_path(path) is None:
-                    files.append(File(path, str(ROOT), config["site_dir"], config["use_directory_urls"]))
+        files.append(File(page.relative_to(ROOT).as_posix(), str(ROOT), config["site_dir"], config["use_directory_urls"]))
     return files

@@ -302,12 +302,6 @@ def _cdf(probs: Float[Tensor, "rows V"]) -> Float[Tensor, "rows V"]:
     return cdf / cdf[:, -1:]
 
 
-def _inverse_cdf(
-    probs: Float[Tensor, "batch V"], uniforms: Float[Tensor, "batch n"]
-) -> Int[Tensor, "batch n"]:
-    return torch.searchsorted(_cdf(probs), uniforms, right=True)
-
-
 def _xor_invariant(mask: Bool[Tensor, "V V"]) -> bool:
     """Whether N(z*) = z* ⊕ N(0) for every z* (then π and p are too: D_H(z, z*) = |z ⊕ z*|)."""
     tokens = torch.arange(mask.shape[0])

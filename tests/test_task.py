@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from lca_interp.task import LCATask, hamming_distances, latent_bits, neighbourhood_mask
+from lca_interp.task import LCATask, hamming_distances, latent_bits, mix_contexts, neighbourhood_mask
 
 P_MIN = 1e-3  # chi-square acceptance threshold
 
@@ -615,10 +615,8 @@ def test_runtime_shape_checking_is_active_under_pytest():
     """pyproject turns on jaxtyping + beartype for lca_interp; a batch mismatch must be caught."""
     import jaxtyping
 
-    from lca_interp.task import _inverse_cdf
-
     with pytest.raises(jaxtyping.TypeCheckError):
-        _inverse_cdf(torch.full((2, 3), 1 / 3, dtype=torch.float64), torch.zeros(3, 4, dtype=torch.float64))
+        mix_contexts(torch.zeros(2, 5, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long), 0.5)
 
 
 @pytest.mark.parametrize("m, name", [(3, "all"), (4, "hamming1"), (4, "cluster1"), (5, "cluster2")])
