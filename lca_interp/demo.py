@@ -58,8 +58,7 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None, device: Optional[
     x, y = eval_set(task, config)
     summary = (f"LCA toy: m={task.m}, L={task.context_len}, d={toy.d_model}; held-out accuracy {metrics['accuracy']:.4f}, "
                f"Bayes ceiling {metrics['bayes_accuracy']:.4f} on {metrics['eval_samples']} samples.")
-    examples = attention_examples(result.model, x[:3], targets=y[:3].tolist(), token_labels=partial(token_label, m=task.m))
-    report.save({"kind": "toy_attention", "summary": summary, "examples": [asdict(e) for e in examples]}, out / "attention.json")
+    report.save(toy_attention(result.model, task, x[:3], y[:3], summary), out / "attention.json")
     toy_anatomy = toy_hijack_anatomy(result.model, task)
     report.save(toy_anatomy, out / "toy_anatomy" / "anatomy.json")
     lines = [
@@ -96,6 +95,12 @@ def run_demo(out_dir: str | Path, steps: Optional[int] = None, device: Optional[
         "toy_anatomy": toy_anatomy.to_dict(), "hijack": {name: h.to_dict() for name, h in hijacks.items()},
         "recall": recall.to_dict(), "lines": lines, "provenance": provenance()})
     return {"lines": lines}
+
+
+def toy_attention(model, task: LCATask, contexts, outputs, summary: str) -> dict:
+    """A `toy_attention` result: the toy's attention on `contexts`, tokens labelled id:latent bits."""
+    examples = attention_examples(model, contexts, targets=outputs.tolist(), token_labels=partial(token_label, m=task.m))
+    return {"kind": "toy_attention", "summary": summary, "examples": [asdict(e) for e in examples]}
 
 
 def run_hijack_demo(model, name: str, out_dir: str | Path) -> HijackResult:

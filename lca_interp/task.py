@@ -6,17 +6,17 @@ A concept is a vector of m binary latent variables z ∈ {0,1}^m. Each of the V 
 token, ι(z) = the integer whose binary digits are z, with z_1 the most significant bit (so the
 cluster {z : z_1 = 0} is the contiguous token range [0, V/2), which keeps heat maps readable).
 
-Given the output z*, a context is drawn as
+Given the output `z*`, a context is drawn as
 
     t_1 .. t_{L-1}  ~  p(· | z*) = ω · π(· | z*) + (1 - ω) · Uniform(all V tokens)
     t_L             ~  π(· | z*),        π(z | z*) ∝ exp(-D_H(z, z*) / β) on N(z*), 0 elsewhere
 
-and the label is y = ι(z*). D_H is the Hamming distance, N(z*) ⊆ Z∖{z*} the neighbourhood.
+and the label is `y = ι(z*)`. D_H is the Hamming distance, `N(z*) ⊆ Z∖{z*}` the neighbourhood.
 
 Invariant
 ---------
 Because the distribution is known exactly, so is the best any model can do: with a uniform prior
-over z*, the Bayes-optimal predictor is argmax_y log p(x | y), and its expected accuracy is the
+over `z*`, the Bayes-optimal predictor is argmax_y log p(x | y), and its expected accuracy is the
 ceiling reported beside every model accuracy in this package. Ties are credited fractionally
 (1/|argmax set|), which is the accuracy of the Bayes rule with random tie-breaking.
 """
@@ -81,7 +81,7 @@ def hamming_distances(m: int) -> Int[Tensor, "V V"]:
 
 
 def neighbourhood_mask(m: int, name: str) -> Bool[Tensor, "V V"]:
-    """N as a boolean matrix: row z* marks the tokens z ∈ N(z*). The diagonal is always False."""
+    """N as a boolean matrix: row `z*` marks the tokens `z ∈ N(z*)`. The diagonal is always False."""
     bits = latent_bits(m)
     distances = hamming_distances(m)
     not_self = ~torch.eye(2**m, dtype=torch.bool)
@@ -109,10 +109,10 @@ class LCATask(Config):
     Args:
         m: number of binary latents; the vocabulary has V = 2^m tokens.
         omega: weight ω ∈ [0, 1] of π in the context distribution p.
-        beta: temperature β > 0 of π(z | z*) ∝ exp(-D_H(z, z*) / β).
+        beta: temperature β > 0 of `π(z | z*) ∝ exp(-D_H(z, z*) / β)`.
         context_len: L ≥ 1 tokens per sample; the last one is drawn from π.
-        neighbourhood: "all" (all but z*), "hamming1", "cluster1" (same z_1), "cluster2" (same
-            z_1, z_2), or a boolean V×V mask whose row z* marks N(z*).
+        neighbourhood: "all" (all but `z*`), "hamming1", "cluster1" (same z_1), "cluster2" (same
+            z_1, z_2), or a boolean V×V mask whose row `z*` marks `N(z*)`.
     """
 
     m: int
@@ -190,7 +190,7 @@ class LCATask(Config):
         return self.neighbourhood if isinstance(self.neighbourhood, str) else "custom"
 
     def to_dict(self) -> dict:
-        """JSON-ready parameters; a custom mask is stored as each z*'s list of neighbours."""
+        """JSON-ready parameters; a custom mask is stored as each `z*`'s list of neighbours."""
         if isinstance(self.neighbourhood, str):
             neighbourhood: str | list[list[int]] = self.neighbourhood
         else:
@@ -220,13 +220,14 @@ class LCATask(Config):
     def sample(
         self, batch_size: int, seed: int | torch.Generator
     ) -> tuple[Int[Tensor, "batch L"], Int[Tensor, "batch"]]:
-        """Draw `batch_size` contexts x and their labels y = ι(z*), vectorized.
+        """Draw `batch_size` contexts x and their labels `y = ι(z*)`, vectorized.
 
-        One float64 uniform per token. A neighbourhood that looks the same from every z* (N(z*) =
-        z* ⊕ N(0), true of every named one) makes p(z | z*) = p(z ⊕ z* | 0), so a token is z* ⊕ e
-        with the offset e drawn from one alias table (two gathers and a compare per token; the
-        table's threshold is 0 for a zero-probability offset, which is then never returned).
-        Other masks use inverse-CDF sampling on each z*'s row, each CDF ending at exactly 1.
+        One float64 uniform per token. A neighbourhood that looks the same from every `z*`
+        (`N(z*) = z* ⊕ N(0)`, true of every named one) makes `p(z | z*) = p(z ⊕ z* | 0)`, so a
+        token is `z* ⊕ e` with the offset e drawn from one alias table (two gathers and a compare
+        per token; the table's threshold is 0 for a zero-probability offset, which is then never
+        returned). Other masks use inverse-CDF sampling on each `z*`'s row, each CDF ending at
+        exactly 1.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
@@ -303,7 +304,7 @@ def _cdf(probs: Float[Tensor, "rows V"]) -> Float[Tensor, "rows V"]:
 
 
 def _xor_invariant(mask: Bool[Tensor, "V V"]) -> bool:
-    """Whether N(z*) = z* ⊕ N(0) for every z* (then π and p are too: D_H(z, z*) = |z ⊕ z*|)."""
+    """Whether `N(z*) = z* ⊕ N(0)` for every `z*` (then π and p are too: `D_H(z, z*) = |z ⊕ z*|`)."""
     tokens = torch.arange(mask.shape[0])
     return bool((mask[tokens[:, None], tokens[:, None] ^ tokens[None, :]] == mask[0]).all())
 

@@ -1,6 +1,7 @@
 """The tour and the docs site: examples/tour.ipynb is committed without outputs, runs top to bottom
 as a reader runs it, and the site builds from the docstrings and the executed tour with warnings
-as errors."""
+as errors; then every page of the site, the executed tour among them, opens whole in headless
+Chromium (the checks of `test_browser.py`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from browser import Browser, served
+from page_tables import expected_tables, table_mismatches
 
 ROOT = Path(__file__).resolve().parents[1]
 TOUR = ROOT / "examples" / "tour.ipynb"
@@ -60,3 +63,19 @@ def test_the_tour_runs_and_the_docs_site_builds_with_it(tmp_path):
     assert all(f"lca-interp {command}" in cli for command in ("train", "reproduce", "hijack", "recall", "compare", "demo"))
     api = (site / "api" / "index.html").read_text()
     assert all(name in api for name in ("LCATask", "run_hijack", "hijack_anatomy", "load_model"))
+    assert "N(z*)" in api  # not read as Markdown emphasis
+
+    chromium = Browser()
+    try:
+        with served(site) as base:
+            for page in sorted(site.rglob("*.html")):
+                path = page.relative_to(site).as_posix()
+                shown = chromium.show(f"{base}/{path}")
+                problems = shown.problems()
+                if path.startswith("results/") and path != "results/index.html":  # a committed results page
+                    problems += table_mismatches(shown.tables, expected_tables(ROOT / path))
+                assert problems == [], f"{path}: {problems}"
+                if path == "tour/index.html":  # the executed tour: toy and LLM attention, four figures
+                    assert len(shown.components) >= 2 and len(shown.images) >= 4
+    finally:
+        chromium.close()
