@@ -131,6 +131,28 @@ def test_a_plateau_run_stops_at_the_first_flat_window_and_says_so():
     assert not any(plateaued(result.history[: i + 1], 60, config.plateau_gain) for i in range(len(result.history) - 1))
 
 
+def test_a_plateau_runs_unspent_cap_leaves_the_progress_bar(monkeypatch):
+    """The bar's total starts at the caps; a toy stopping at its plateau takes its unspent steps out,
+    so the bar ends full and its time estimate is of the work left, not of the caps."""
+    from tqdm import tqdm
+
+    closed = []
+
+    class Recorded(tqdm):
+        def close(self):
+            closed.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr("lca_interp.training.tqdm", Recorded)
+    task, toy = LCATask(m=3, context_len=6), ToyConfig(d_vocab=8, d_model=8, n_ctx=6)
+    plateau = TrainConfig(steps=5000, batch_size=32, lr=3e-2, eval_every=20, eval_samples=500, plateau_window=60, seed=1)
+    fixed = TrainConfig(steps=300, batch_size=32, lr=3e-2, eval_every=100, eval_samples=500, seed=2)
+    results = train_many([Run(task, toy, plateau, None), Run(task, toy, fixed, None)], progress=True)
+    steps = [r.metrics["steps"] for r in results]
+    assert steps[0] < 5000 and steps[1] == 300
+    assert closed[0] == (sum(steps), sum(steps))  # tqdm closes again when collected
+
+
 def test_plateau_window_must_be_a_multiple_of_the_evaluation_interval():
     with pytest.raises(ValueError, match="multiple of eval_every"):
         TrainConfig(eval_every=30, plateau_window=100)
