@@ -41,6 +41,7 @@ demo: $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@[ -n "$$LCA_INTERP_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  command -v google-chrome >/dev/null || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # Two workers, one test file each at a time (module fixtures are built once); a worker loads each

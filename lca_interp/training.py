@@ -240,8 +240,8 @@ def _train_stack(runs: list[Run], progress: bool, device: torch.device) -> list[
             accuracy, loss = final.get(slot) or (states[i].history[-1]["accuracy"], states[i].history[-1]["loss"])
             results[i] = _finish(states[i], stack.model(slot), accuracy, loss, bayes[i])
             bar.total -= runs[i].config.steps - states[i].step  # a plateau's unspent cap leaves the estimate
-        bar.refresh()
         if finished:
+            bar.refresh()  # only then: this runs every step, and a refresh redraws at once
             active = [i for slot, i in enumerate(active) if slot not in finished]
             stack.keep([slot for slot in range(len(stack)) if slot not in finished])
 

@@ -84,7 +84,7 @@ class Shown:
         found += [f"request leaving the machine: {u}" for u in self.offsite_requests]
         if len(self.components) != self.render_calls:
             found.append(f"{self.render_calls} circuitsvis views in the source, {len(self.components)} mount points")
-        for c in self.components:
+        for c in self.components:  # AttentionHeads draws on canvases: a view is drawn where they are inked
             if c["elements"] == 0 or c["height"] < 50 or not c["ink"] or min(c["ink"]) < MIN_INK:
                 found.append(f"circuitsvis view {c['id']} is blank: {c['elements']} elements, {c['height']:.0f} px high, "
                              f"inked share of each canvas {[round(i, 4) for i in c['ink']]}")

@@ -50,9 +50,7 @@ def cell_matches(text: str, expected) -> bool:
     if isinstance(expected, Numbers):
         found = NUMBER.findall(text)
         return len(found) == len(expected.values) and all(cell_matches(t, v) for t, v in zip(found, expected.values))
-    if isinstance(expected, bool) or isinstance(expected, str):
-        return text == str(expected)
-    if isinstance(expected, int):
+    if isinstance(expected, (str, int)):  # bools too, as the page writes them
         return text == str(expected)
     if isinstance(expected, float):
         return _float_matches(text, expected)
